@@ -1,1 +1,453 @@
-//! placeholder
+//! actionwire-config: the server's typed configuration.
+//!
+//! Key names are actionhero's (`general.*`, `servers.socket.*`), defaults are PROTOCOL.md's,
+//! and a JSON file is loaded with every unknown key, wrong type and impossible value refused
+//! with a message that names the key. Command-line overrides are applied by the binary on the
+//! loaded value, then [`Config::validate`] runs once more.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A configuration problem: the key it concerns and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `servers.socket.port` (empty for the whole file).
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    pub general: General,
+    pub servers: Servers,
+    pub workers: Workers,
+}
+
+/// `general.*`: behaviour shared by every transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct General {
+    /// Server id reported by the `status` action; empty = derived from the host name.
+    pub server_id: String,
+    /// Text of the welcome line.
+    pub welcome_message: String,
+    /// Rooms that exist from the start (actionhero's object form: name → options).
+    /// Room options are not supported: each value must be an empty object.
+    pub starting_chat_rooms: Map<String, Value>,
+    /// Let `roomAdd`/`roomChange` create a room that does not exist.
+    pub auto_create_rooms: bool,
+    /// Actions that may be pending at once on one connection.
+    pub simultaneous_actions: u32,
+    /// Milliseconds to wait for pending actions at shutdown.
+    pub pending_shutdown_wait_limit: u64,
+    /// Accept any `paramAdd` key and pass every param to actions.
+    pub disable_param_scrubbing: bool,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Sticky params one connection may hold at once.
+    pub max_params_per_connection: usize,
+    /// Entries the in-memory cache may hold.
+    pub cache_max_entries: usize,
+    pub paths: Paths,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        let mut rooms = Map::new();
+        rooms.insert("defaultRoom".into(), Value::Object(Map::new()));
+        rooms.insert("otherRoom".into(), Value::Object(Map::new()));
+        General {
+            server_id: String::new(),
+            welcome_message: "Hello! Welcome to the actionhero api".into(),
+            starting_chat_rooms: rooms,
+            auto_create_rooms: false,
+            simultaneous_actions: 5,
+            pending_shutdown_wait_limit: 5000,
+            disable_param_scrubbing: false,
+            max_rooms_per_connection: 100,
+            max_params_per_connection: 100,
+            cache_max_entries: 100_000,
+            paths: Paths::default(),
+        }
+    }
+}
+
+/// `general.paths.*`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Paths {
+    /// Directories `file` serves from, searched in order (a single string is accepted).
+    #[serde(deserialize_with = "one_or_many")]
+    pub public: Vec<PathBuf>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            public: vec![PathBuf::from("public")],
+        }
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(p)) => Ok(vec![p]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a path or a list of paths",
+        )),
+    }
+}
+
+/// `servers.*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Servers {
+    pub socket: Socket,
+}
+
+/// `servers.socket.*`: the TCP socket server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Socket {
+    pub enabled: bool,
+    /// TLS (arrives with the TLS work; refused at start until then).
+    pub secure: bool,
+    pub server_options: ServerOptions,
+    pub port: u16,
+    #[serde(rename = "bindIP")]
+    pub bind_ip: String,
+    /// SO_KEEPALIVE on accepted sockets (arrives with the timer-wheel work).
+    pub set_keep_alive: bool,
+    pub delimiter: String,
+    /// Protocol line limit in bytes; 0 = none (the hard cap still applies).
+    pub max_data_length: usize,
+    /// Hard line cap in bytes that always applies.
+    pub max_line_bytes: usize,
+    /// Open connections at most; 0 = derived from the open-file limit.
+    pub max_connections: usize,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Keep-alive line interval, ms; 0 = off (arrives with the timer-wheel work).
+    pub keep_alive_interval: u64,
+    /// Idle close, ms; 0 = off (arrives with the timer-wheel work).
+    pub idle_timeout: u64,
+    /// First-line / TLS handshake deadline, ms (arrives with the timer-wheel work).
+    pub handshake_timeout: u64,
+    /// Output queued for one connection above which it must drain within
+    /// `outputBufferSoftSeconds`, bytes.
+    pub output_buffer_soft_limit: usize,
+    pub output_buffer_soft_seconds: u64,
+    /// Output queued for one connection that disconnects it at once, bytes.
+    pub output_buffer_hard_limit: usize,
+}
+
+impl Default for Socket {
+    fn default() -> Self {
+        Socket {
+            enabled: true,
+            secure: false,
+            server_options: ServerOptions::default(),
+            port: 5000,
+            bind_ip: "0.0.0.0".into(),
+            set_keep_alive: false,
+            delimiter: "\n".into(),
+            max_data_length: 0,
+            max_line_bytes: 1 << 20,
+            max_connections: 0,
+            backlog: 1024,
+            keep_alive_interval: 0,
+            idle_timeout: 0,
+            handshake_timeout: 10_000,
+            output_buffer_soft_limit: 1 << 20,
+            output_buffer_soft_seconds: 10,
+            output_buffer_hard_limit: 8 << 20,
+        }
+    }
+}
+
+/// `servers.socket.serverOptions.*`: TLS material (PEM file paths).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ServerOptions {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub request_cert: bool,
+}
+
+/// `workers.*`: the pool that runs actions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Workers {
+    /// Worker threads; 0 = one per core.
+    pub count: usize,
+}
+
+/// Upper bound for line limits: one line may never ask for more than this.
+const MAX_LINE_CAP: usize = 1 << 30;
+const MAX_WORKERS: usize = 1024;
+
+impl Config {
+    /// Parses a JSON document, naming the key of the first problem.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            ConfigError {
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a JSON file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        Config::from_json(&text).map_err(|mut e| {
+            e.message = format!("{} (in {})", e.message, path.display());
+            e
+        })
+    }
+
+    /// Checks values that types alone cannot rule out.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        let s = &self.servers.socket;
+        let err = |k: &str, m: &str| Err(ConfigError::new(k, m));
+        if g.simultaneous_actions == 0 {
+            return err("general.simultaneousActions", "must be at least 1");
+        }
+        for (name, opts) in &g.starting_chat_rooms {
+            if name.is_empty() || name.contains(' ') {
+                return err(
+                    "general.startingChatRooms",
+                    "room names must be non-empty and contain no space",
+                );
+            }
+            if !opts.as_object().is_some_and(Map::is_empty) {
+                return err(
+                    &format!("general.startingChatRooms.{name}"),
+                    "room options are not supported: use an empty object {}",
+                );
+            }
+        }
+        if g.max_rooms_per_connection == 0 {
+            return err("general.maxRoomsPerConnection", "must be at least 1");
+        }
+        if g.cache_max_entries == 0 {
+            return err("general.cacheMaxEntries", "must be at least 1");
+        }
+        if g.paths.public.is_empty() {
+            return err("general.paths.public", "must name at least one directory");
+        }
+        if !s.enabled {
+            return err(
+                "servers.socket.enabled",
+                "the socket server is the only server and must be enabled",
+            );
+        }
+        if s.secure {
+            return err(
+                "servers.socket.secure",
+                "TLS is not available in this version yet; remove `secure: true`",
+            );
+        }
+        if s.bind_ip.parse::<IpAddr>().is_err() {
+            return err(
+                "servers.socket.bindIP",
+                "must be an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::",
+            );
+        }
+        if s.delimiter.is_empty() {
+            return err("servers.socket.delimiter", "must not be empty");
+        }
+        if s.delimiter.len() > 64 {
+            return err("servers.socket.delimiter", "must be at most 64 bytes");
+        }
+        if s.max_line_bytes == 0 || s.max_line_bytes > MAX_LINE_CAP {
+            return err(
+                "servers.socket.maxLineBytes",
+                "must be between 1 and 1073741824 bytes",
+            );
+        }
+        if s.backlog == 0 {
+            return err("servers.socket.backlog", "must be at least 1");
+        }
+        if s.output_buffer_hard_limit < 4096 {
+            return err(
+                "servers.socket.outputBufferHardLimit",
+                "must be at least 4096 bytes",
+            );
+        }
+        if s.output_buffer_soft_limit > s.output_buffer_hard_limit {
+            return err(
+                "servers.socket.outputBufferSoftLimit",
+                "must not exceed outputBufferHardLimit",
+            );
+        }
+        if self.workers.count > MAX_WORKERS {
+            return err("workers.count", "must be at most 1024 (0 = one per core)");
+        }
+        Ok(())
+    }
+
+    /// Keys that are accepted but whose feature is not implemented yet, when set to a
+    /// non-default value (the binary logs them as warnings).
+    pub fn inactive_keys(&self) -> Vec<&'static str> {
+        let s = &self.servers.socket;
+        let mut keys = Vec::new();
+        if s.keep_alive_interval != 0 {
+            keys.push("servers.socket.keepAliveInterval");
+        }
+        if s.idle_timeout != 0 {
+            keys.push("servers.socket.idleTimeout");
+        }
+        if s.handshake_timeout != Socket::default().handshake_timeout {
+            keys.push("servers.socket.handshakeTimeout");
+        }
+        if s.set_keep_alive {
+            keys.push("servers.socket.setKeepAlive");
+        }
+        if s.server_options != ServerOptions::default() {
+            keys.push("servers.socket.serverOptions");
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_the_defaults() {
+        let c = Config::from_json("{}").expect("valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.servers.socket.port, 5000);
+        assert_eq!(c.servers.socket.delimiter, "\n");
+        assert_eq!(c.servers.socket.max_line_bytes, 1048576);
+        assert_eq!(c.general.simultaneous_actions, 5);
+        assert_eq!(c.general.pending_shutdown_wait_limit, 5000);
+        let rooms: Vec<&String> = c.general.starting_chat_rooms.keys().collect();
+        assert_eq!(rooms, ["defaultRoom", "otherRoom"]);
+    }
+
+    #[test]
+    fn actionhero_names_are_read() {
+        let c = Config::from_json(
+            r#"{"general":{"welcomeMessage":"hi","paths":{"public":["/srv/a","/srv/b"]},
+                "startingChatRooms":{"lobby":{}}},
+                "servers":{"socket":{"bindIP":"127.0.0.1","port":6000,"delimiter":"\r\n",
+                "maxDataLength":10}},"workers":{"count":3}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.general.welcome_message, "hi");
+        assert_eq!(c.general.paths.public.len(), 2);
+        assert_eq!(c.servers.socket.bind_ip, "127.0.0.1");
+        assert_eq!(c.servers.socket.port, 6000);
+        assert_eq!(c.servers.socket.delimiter, "\r\n");
+        assert_eq!(c.workers.count, 3);
+        let c = Config::from_json(r#"{"general":{"paths":{"public":"/srv"}}}"#).expect("valid");
+        assert_eq!(c.general.paths.public, vec![PathBuf::from("/srv")]);
+    }
+
+    fn error_of(json: &str) -> ConfigError {
+        Config::from_json(json).expect_err("must be refused")
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let e = error_of(r#"{"servers":{"socket":{"prot":5000}}}"#);
+        assert!(e.to_string().contains("servers.socket"), "{e}");
+        assert!(e.message.contains("unknown field `prot`"), "{e}");
+        let e = error_of(r#"{"nope":1}"#);
+        assert!(e.message.contains("unknown field `nope`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_impossible_values_name_the_key() {
+        let e = error_of(r#"{"servers":{"socket":{"port":70000}}}"#);
+        assert_eq!(e.key, "servers.socket.port");
+        let e = error_of(r#"{"servers":{"socket":{"port":"5000"}}}"#);
+        assert_eq!(e.key, "servers.socket.port");
+        let e = error_of(r#"{"servers":{"socket":{"delimiter":""}}}"#);
+        assert_eq!(e.key, "servers.socket.delimiter");
+        let e = error_of(r#"{"servers":{"socket":{"bindIP":"localhost"}}}"#);
+        assert_eq!(e.key, "servers.socket.bindIP");
+        let e = error_of(r#"{"general":{"simultaneousActions":0}}"#);
+        assert_eq!(e.key, "general.simultaneousActions");
+        let e = error_of(r#"{"servers":{"socket":{"maxLineBytes":0}}}"#);
+        assert_eq!(e.key, "servers.socket.maxLineBytes");
+        let e = error_of(r#"{"workers":{"count":5000}}"#);
+        assert_eq!(e.key, "workers.count");
+        let e = error_of(r#"{"general":{"startingChatRooms":{"a":{"x":1}}}}"#);
+        assert_eq!(e.key, "general.startingChatRooms.a");
+        let e = error_of(r#"{"servers":{"socket":{"secure":true}}}"#);
+        assert_eq!(e.key, "servers.socket.secure");
+        let e = error_of("{");
+        assert!(e.message.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn later_features_are_accepted_and_listed() {
+        let c = Config::from_json(
+            r#"{"servers":{"socket":{"keepAliveInterval":1000,"setKeepAlive":true}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.inactive_keys(),
+            vec![
+                "servers.socket.keepAliveInterval",
+                "servers.socket.setKeepAlive"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/actionwire.json")).expect_err("missing");
+        assert!(e.message.contains("/nonexistent/actionwire.json"), "{e}");
+    }
+}
