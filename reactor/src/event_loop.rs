@@ -1,0 +1,929 @@
+//! The event loop: one `mio::Poll`, the connection slab, and the passes of a loop turn.
+//!
+//! A turn is: poll → record readiness (edge-triggered, kept as data per connection) → drain
+//! worker completions → accept → read ready connections (bounded work each) → expire
+//! deadlines → flush every connection that got output (write before sleep) → remove dead
+//! connections. The poll timeout is zero while work is left over, else the next deadline.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::conn::{CloseReason, Conn, ConnId, Phase};
+use crate::errors::{IoClass, classify};
+use crate::output::{Flushed, OutQueue};
+use crate::pool::{Done, JobPanic, Pool};
+
+const WAKER: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Size of the loop's shared read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per turn before it is requeued (fairness).
+const READS_PER_TURN: usize = 4;
+/// Bytes written per connection per turn before it is requeued (fairness).
+const WRITE_BUDGET: usize = 1 << 20;
+/// Accepts per listener per turn before it is requeued (fairness).
+const ACCEPTS_PER_TURN: usize = 256;
+/// How long to stop accepting after running out of file descriptors.
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Loop limits, set by the application from its configuration.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Open connections at most; accepting pauses at this count and resumes below 90 %.
+    pub max_connections: usize,
+    pub backlog: u32,
+    /// Worker threads for jobs (at least 1).
+    pub workers: usize,
+    /// A connection whose queued output stays above this for `output_soft_duration` is
+    /// disconnected.
+    pub output_soft_limit: usize,
+    pub output_soft_duration: Duration,
+    /// A connection whose queued output exceeds this is disconnected at once.
+    pub output_hard_limit: usize,
+    /// Reading from a connection pauses while its own queued output exceeds this.
+    pub read_pause_bytes: usize,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_grace: Duration,
+    /// How long a closing connection may take to drain its output and see the peer's FIN.
+    pub linger: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            max_connections: 10_000,
+            backlog: 1024,
+            workers: 2,
+            output_soft_limit: 1 << 20,
+            output_soft_duration: Duration::from_secs(10),
+            output_hard_limit: 8 << 20,
+            read_pause_bytes: 256 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+            linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters shared with other threads (the `status` action, tests).
+#[derive(Debug, Default)]
+pub struct ReactorStats {
+    pub open: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub closed: AtomicU64,
+    pub closed_output_limit: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// The application side of the loop. Every method runs on the loop thread.
+pub trait Handler: Sized {
+    /// Per-connection application state, stored in the connection's slab slot.
+    type Session;
+    /// What a job sends back.
+    type Completion: Send + 'static;
+
+    /// A connection was accepted: create its state.
+    fn new_session(&mut self, id: ConnId, peer: SocketAddr) -> Self::Session;
+    /// The connection is ready for protocol traffic (send the welcome here).
+    fn on_open(&mut self, core: &mut Core<Self>, id: ConnId);
+    /// Bytes arrived on an open connection. `data` may be modified in place.
+    fn on_data(&mut self, core: &mut Core<Self>, id: ConnId, data: &mut [u8]);
+    /// A job for an open connection finished.
+    fn on_completion(
+        &mut self,
+        core: &mut Core<Self>,
+        id: ConnId,
+        result: Result<Self::Completion, JobPanic>,
+    );
+    /// The connection is gone; its session is handed back.
+    fn on_close(
+        &mut self,
+        core: &mut Core<Self>,
+        id: ConnId,
+        session: Self::Session,
+        reason: CloseReason,
+    );
+    /// Shutdown began: listeners are closed; close connections as they finish.
+    fn on_shutdown(&mut self, core: &mut Core<Self>);
+}
+
+/// Asks a running loop to shut down gracefully (from any thread, e.g. a signal handler).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the event loop for shutdown: {e}");
+        }
+    }
+}
+
+/// The loop state a [`Handler`] works on: connections, their output, the worker pool.
+pub struct Core<H: Handler> {
+    conns: Slab<Conn<H::Session>>,
+    next_gen: u32,
+    /// Connections with readable input left to process.
+    ready: VecDeque<ConnId>,
+    /// Connections with output to flush before sleeping.
+    dirty: Vec<ConnId>,
+    /// Connections marked dead, removed at the end of the turn.
+    dead: Vec<ConnId>,
+    /// Linger deadlines of closing connections, in deadline order (fixed linger time).
+    lingering: VecDeque<(ConnId, Instant)>,
+    pool: Pool<H::Completion>,
+    cfg: ReactorConfig,
+    stats: Arc<ReactorStats>,
+    shutting_down: bool,
+    now: Instant,
+}
+
+impl<H: Handler> Core<H> {
+    fn conn(&self, id: ConnId) -> Option<&Conn<H::Session>> {
+        self.conns
+            .get(id.slot())
+            .filter(|c| c.generation == id.generation())
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn<H::Session>> {
+        self.conns
+            .get_mut(id.slot())
+            .filter(|c| c.generation == id.generation())
+    }
+
+    /// The session of a live connection (in any phase).
+    pub fn session(&self, id: ConnId) -> Option<&H::Session> {
+        self.conn(id).map(|c| &c.session)
+    }
+
+    pub fn session_mut(&mut self, id: ConnId) -> Option<&mut H::Session> {
+        self.conn_mut(id).map(|c| &mut c.session)
+    }
+
+    /// True while the connection reads requests and accepts output.
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(Conn::is_open)
+    }
+
+    pub fn peer(&self, id: ConnId) -> Option<SocketAddr> {
+        self.conn(id).map(|c| c.peer)
+    }
+
+    /// Ids of every connection still open.
+    pub fn open_ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(slot, c)| ConnId::new(slot, c.generation))
+            .collect()
+    }
+
+    /// Connections in the slab (open or closing).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The time at the start of this loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn stats(&self) -> &Arc<ReactorStats> {
+        &self.stats
+    }
+
+    /// Jobs queued or running on the workers.
+    pub fn jobs_in_flight(&self) -> usize {
+        self.pool.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Queues a copy of `bytes`. False if the connection is not open.
+    pub fn send(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        self.enqueue(id, |q| q.push_bytes(bytes))
+    }
+
+    /// Queues an owned buffer. False if the connection is not open.
+    pub fn send_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> bool {
+        self.enqueue(id, |q| q.push_owned(bytes))
+    }
+
+    /// Queues a shared (broadcast) chunk. False if the connection is not open.
+    pub fn send_shared(&mut self, id: ConnId, bytes: &Arc<[u8]>) -> bool {
+        self.enqueue(id, |q| q.push_shared(Arc::clone(bytes)))
+    }
+
+    /// Queues `len` bytes of a file, streamed as the socket drains.
+    pub fn send_file(&mut self, id: ConnId, file: File, len: u64) -> bool {
+        self.enqueue(id, |q| q.push_file(file, len))
+    }
+
+    fn enqueue(&mut self, id: ConnId, push: impl FnOnce(&mut OutQueue)) -> bool {
+        let now = self.now;
+        let (soft, soft_for, hard) = (
+            self.cfg.output_soft_limit,
+            self.cfg.output_soft_duration,
+            self.cfg.output_hard_limit,
+        );
+        let Some(conn) = self.conn_mut(id).filter(|c| c.is_open()) else {
+            return false;
+        };
+        push(&mut conn.out);
+        let queued = conn.out.queued();
+        let over = if queued > hard {
+            Some("hard")
+        } else if queued > soft {
+            match conn.over_soft_since {
+                None => {
+                    conn.over_soft_since = Some(now);
+                    None
+                }
+                Some(since) if now.duration_since(since) > soft_for => Some("soft"),
+                Some(_) => None,
+            }
+        } else {
+            conn.over_soft_since = None;
+            None
+        };
+        if let Some(which) = over {
+            log::warn!(
+                "disconnecting {}: {queued} bytes of output queued, over the {which} limit \
+                 (the client is not reading)",
+                conn.peer
+            );
+            self.stats
+                .closed_output_limit
+                .fetch_add(1, Ordering::Relaxed);
+            self.kill(id, CloseReason::OutputLimit);
+            return false;
+        }
+        self.mark_dirty(id);
+        true
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !conn.in_dirty {
+                conn.in_dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !conn.in_ready {
+                conn.in_ready = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Closes a connection after its queued output is written. Nothing more is read from it
+    /// or queued to it; `on_close` follows once it is gone.
+    pub fn close(&mut self, id: ConnId, reason: CloseReason) {
+        let deadline = self.now + self.cfg.linger;
+        if let Some(conn) = self.conn_mut(id).filter(|c| c.is_open()) {
+            conn.phase = Phase::Draining(reason);
+            self.lingering.push_back((id, deadline));
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Drops a connection at the end of this turn, discarding its output.
+    fn kill(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !matches!(conn.phase, Phase::Dead(_)) {
+                conn.phase = Phase::Dead(reason);
+                conn.out.clear();
+                self.dead.push(id);
+            }
+        }
+    }
+
+    /// Runs `job` on a worker; its result comes back through `on_completion` if the
+    /// connection is still open then.
+    pub fn spawn<F>(&mut self, id: ConnId, job: F)
+    where
+        F: FnOnce() -> H::Completion + Send + 'static,
+    {
+        self.pool.spawn(id, Box::new(job));
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        let g = self.next_gen;
+        self.next_gen = match self.next_gen.wrapping_add(1) {
+            u32::MAX => 0,
+            n => n,
+        };
+        g
+    }
+}
+
+struct Listener {
+    socket: TcpListener,
+    /// May have connections waiting (no WouldBlock seen since the last edge).
+    ready: bool,
+}
+
+/// Why accepting is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptPause {
+    /// At `max_connections`; resumes below 90 % of it.
+    Limit,
+    /// Out of file descriptors or memory; retried at the given time.
+    Exhausted(Instant),
+}
+
+/// The event loop. Build it, add listeners, then [`Reactor::run`] it on its own thread.
+pub struct Reactor<H: Handler> {
+    poll: Poll,
+    events: Option<Events>,
+    listeners: Vec<Listener>,
+    accept_pause: Option<AcceptPause>,
+    core: Core<H>,
+    handler: H,
+    read_buf: Vec<u8>,
+    completions: Vec<Done<H::Completion>>,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Reactor<H> {
+    pub fn new(cfg: ReactorConfig, handler: H) -> io::Result<Reactor<H>> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let pool = Pool::new(cfg.workers.max(1), Arc::clone(&waker))?;
+        let max = cfg.max_connections.clamp(1, u32::MAX as usize - 1);
+        let core = Core {
+            conns: Slab::new(),
+            next_gen: 0,
+            ready: VecDeque::new(),
+            dirty: Vec::new(),
+            dead: Vec::new(),
+            lingering: VecDeque::new(),
+            pool,
+            cfg: ReactorConfig {
+                max_connections: max,
+                ..cfg
+            },
+            stats: Arc::new(ReactorStats::default()),
+            shutting_down: false,
+            now: Instant::now(),
+        };
+        Ok(Reactor {
+            poll,
+            events: Some(Events::with_capacity(1024)),
+            listeners: Vec::new(),
+            accept_pause: None,
+            core,
+            handler,
+            read_buf: vec![0; READ_BUF],
+            completions: Vec::new(),
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// Binds a listener (dual-stack when `addr` is the IPv6 wildcard) and returns its address.
+    pub fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let backlog = i32::try_from(self.core.cfg.backlog).unwrap_or(i32::MAX);
+        socket.listen(backlog)?;
+        let mut listener = TcpListener::from_std(socket.into());
+        let token = Token(LISTENER_BASE - self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut listener, token, Interest::READABLE)?;
+        let local = listener.local_addr()?;
+        self.listeners.push(Listener {
+            socket: listener,
+            ready: true,
+        });
+        Ok(local)
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: Arc::clone(&self.shutdown_flag),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ReactorStats> {
+        Arc::clone(&self.core.stats)
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Runs until shutdown completes (all connections closed).
+    pub fn run(mut self) -> io::Result<()> {
+        loop {
+            let timeout = self.next_timeout();
+            let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.core.now = Instant::now();
+            let mut woke = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => woke = true,
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                        self.listeners[LISTENER_BASE - t].ready = true;
+                    }
+                    token => {
+                        let Some(id) = ConnId::from_token(token) else {
+                            continue;
+                        };
+                        let Some(conn) = self.core.conn_mut(id) else {
+                            continue; // stale event for a connection already gone
+                        };
+                        if ev.is_read_closed() {
+                            conn.read_closed = true;
+                        }
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let writable = ev.is_writable() || ev.is_error();
+                        if readable {
+                            conn.readable = true;
+                        }
+                        if writable {
+                            conn.writable = true;
+                        }
+                        let has_output = !conn.out.is_empty();
+                        if readable && !conn.read_paused {
+                            self.core.mark_ready(id);
+                        }
+                        if writable && has_output {
+                            self.core.mark_dirty(id);
+                        }
+                    }
+                }
+            }
+            self.events = Some(events);
+            if woke {
+                self.on_wake();
+            }
+            self.accept_all();
+            self.read_ready();
+            self.expire_deadlines();
+            self.flush_dirty();
+            self.reap_dead();
+            if self.core.shutting_down && self.core.conns.is_empty() {
+                log::info!("all connections closed; event loop stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let c = &self.core;
+        let accept_now = self.accept_pause.is_none() && self.listeners.iter().any(|l| l.ready);
+        if !c.ready.is_empty() || !c.dirty.is_empty() || !c.dead.is_empty() || accept_now {
+            return Some(Duration::ZERO);
+        }
+        let accept_retry = match self.accept_pause {
+            Some(AcceptPause::Exhausted(at)) => Some(at),
+            _ => None,
+        };
+        [
+            c.lingering.front().map(|&(_, at)| at),
+            self.shutdown_deadline,
+            accept_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn on_wake(&mut self) {
+        if self.shutdown_flag.load(Ordering::SeqCst) && !self.core.shutting_down {
+            self.begin_shutdown();
+        }
+        self.core.pool.shared.drain(&mut self.completions);
+        let mut done = std::mem::take(&mut self.completions);
+        for (id, result) in done.drain(..) {
+            // Matched by generation: a completion for a connection that is gone or closing
+            // is dropped.
+            if self.core.is_open(id) {
+                self.handler.on_completion(&mut self.core, id, result);
+            }
+        }
+        self.completions = done;
+    }
+
+    fn begin_shutdown(&mut self) {
+        log::info!(
+            "shutting down: listeners closed, {} connections to finish",
+            self.core.conns.len()
+        );
+        for mut l in self.listeners.drain(..) {
+            if let Err(e) = self.poll.registry().deregister(&mut l.socket) {
+                log::debug!("deregistering a listener: {e}");
+            }
+        }
+        self.core.shutting_down = true;
+        self.shutdown_deadline = Some(self.core.now + self.core.cfg.shutdown_grace);
+        self.handler.on_shutdown(&mut self.core);
+    }
+
+    fn accept_all(&mut self) {
+        match self.accept_pause {
+            Some(AcceptPause::Exhausted(at)) if self.core.now < at => return,
+            Some(AcceptPause::Exhausted(_)) => {
+                log::info!("resuming accepting connections after running out of resources");
+                self.accept_pause = None;
+            }
+            Some(AcceptPause::Limit) => return,
+            None => {}
+        }
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].ready {
+                self.accept_from(i);
+            }
+        }
+    }
+
+    fn accept_from(&mut self, i: usize) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if self.core.conns.len() >= self.core.cfg.max_connections {
+                log::warn!(
+                    "maxConnections ({}) reached: not accepting until below 90%",
+                    self.core.cfg.max_connections
+                );
+                self.accept_pause = Some(AcceptPause::Limit);
+                return;
+            }
+            match self.listeners[i].socket.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => {
+                        self.listeners[i].ready = false;
+                        return;
+                    }
+                    IoClass::Retry | IoClass::PeerGone => {}
+                    IoClass::Exhausted => {
+                        log::warn!(
+                            "accept failed ({e}) with {} connections open: pausing accepts for {:?}",
+                            self.core.conns.len(),
+                            EXHAUSTED_BACKOFF
+                        );
+                        self.accept_pause =
+                            Some(AcceptPause::Exhausted(self.core.now + EXHAUSTED_BACKOFF));
+                        return;
+                    }
+                    IoClass::Fatal => {
+                        log::error!("accept failed: {e}; retrying shortly");
+                        self.accept_pause =
+                            Some(AcceptPause::Exhausted(self.core.now + EXHAUSTED_BACKOFF));
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on {peer}: {e}");
+        }
+        let peer = normalize(peer);
+        let generation = self.core.next_generation();
+        let slot = self.core.conns.vacant_key();
+        let id = ConnId::new(slot, generation);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            id.token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register connection from {peer}: {e}");
+            return;
+        }
+        let session = self.handler.new_session(id, peer);
+        let key = self.core.conns.insert(Conn {
+            generation,
+            stream,
+            peer,
+            phase: Phase::Open,
+            out: OutQueue::default(),
+            readable: false,
+            writable: true,
+            read_closed: false,
+            eof: false,
+            in_ready: false,
+            in_dirty: false,
+            read_paused: false,
+            over_soft_since: None,
+            session,
+        });
+        debug_assert_eq!(key, slot);
+        let stats = &self.core.stats;
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        log::debug!("connection {id:?} opened from {peer}");
+        self.handler.on_open(&mut self.core, id);
+    }
+
+    fn read_ready(&mut self) {
+        for _ in 0..self.core.ready.len() {
+            let Some(id) = self.core.ready.pop_front() else {
+                break;
+            };
+            if let Some(conn) = self.core.conn_mut(id) {
+                conn.in_ready = false;
+                self.read_conn(id);
+            }
+        }
+    }
+
+    /// Reads from one connection, up to the per-turn budget.
+    fn read_conn(&mut self, id: ConnId) {
+        for _ in 0..READS_PER_TURN {
+            let pause_at = self.core.cfg.read_pause_bytes;
+            let Some(conn) = self.core.conn_mut(id) else {
+                return;
+            };
+            if !conn.readable {
+                return;
+            }
+            match conn.phase {
+                Phase::Open if conn.out.queued() >= pause_at => {
+                    // Backpressure: resume when the client has read its replies.
+                    conn.read_paused = true;
+                    return;
+                }
+                Phase::Open | Phase::Lingering(_) => {}
+                Phase::Draining(_) | Phase::Dead(_) => return,
+            }
+            let lingering = matches!(conn.phase, Phase::Lingering(_));
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    conn.eof = true;
+                    conn.readable = false;
+                    match conn.phase {
+                        Phase::Lingering(r) => self.core.kill(id, r),
+                        _ => self.core.close(id, CloseReason::Eof),
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    // A short read drained the socket: the next edge tells us about more,
+                    // unless the peer's FIN is already known (then read on to see the 0).
+                    if n < self.read_buf.len() && !conn.read_closed {
+                        conn.readable = false;
+                    }
+                    self.core.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    if !lingering {
+                        self.handler
+                            .on_data(&mut self.core, id, &mut self.read_buf[..n]);
+                    }
+                }
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => {
+                        conn.readable = false;
+                        return;
+                    }
+                    IoClass::Retry => {}
+                    class => {
+                        self.io_failed(id, &e, class);
+                        return;
+                    }
+                },
+            }
+        }
+        // Budget spent with input possibly left: continue next turn.
+        if self.core.conn(id).is_some_and(|c| c.readable) {
+            self.core.mark_ready(id);
+        }
+    }
+
+    fn io_failed(&mut self, id: ConnId, e: &io::Error, class: IoClass) {
+        if let Some(conn) = self.core.conn(id) {
+            if class == IoClass::Fatal {
+                log::warn!("connection {} failed: {e}", conn.peer);
+            } else {
+                log::debug!("connection {} ended: {e}", conn.peer);
+            }
+        }
+        let reason = match self.core.conn(id).map(|c| c.phase) {
+            Some(Phase::Draining(r) | Phase::Lingering(r)) => r,
+            _ => CloseReason::Error,
+        };
+        self.core.kill(id, reason);
+    }
+
+    fn expire_deadlines(&mut self) {
+        let now = self.core.now;
+        while let Some(&(id, at)) = self.core.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.core.lingering.pop_front();
+            if let Some(conn) = self.core.conn(id) {
+                if let Phase::Draining(r) | Phase::Lingering(r) = conn.phase {
+                    log::debug!("connection {} did not finish closing in time", conn.peer);
+                    self.core.kill(id, r);
+                }
+            }
+        }
+        if self.shutdown_deadline.is_some_and(|at| at <= now) {
+            self.shutdown_deadline = None;
+            let left = self.core.conns.len();
+            if left > 0 {
+                log::warn!("shutdown grace over: dropping {left} connections");
+            }
+            let ids: Vec<ConnId> = self
+                .core
+                .conns
+                .iter()
+                .map(|(slot, c)| ConnId::new(slot, c.generation))
+                .collect();
+            for id in ids {
+                self.core.kill(id, CloseReason::Shutdown);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for &id in &dirty {
+            if let Some(conn) = self.core.conn_mut(id) {
+                conn.in_dirty = false;
+                self.flush_conn(id);
+            }
+        }
+        // Keep the allocation when nothing new was queued meanwhile.
+        if self.core.dirty.is_empty() {
+            let mut dirty = dirty;
+            dirty.clear();
+            self.core.dirty = dirty;
+        }
+    }
+
+    fn flush_conn(&mut self, id: ConnId) {
+        let soft = self.core.cfg.output_soft_limit;
+        let resume_at = self.core.cfg.read_pause_bytes / 2;
+        let Some(conn) = self.core.conn_mut(id) else {
+            return;
+        };
+        let draining = match conn.phase {
+            Phase::Open => None,
+            Phase::Draining(r) => Some(r),
+            Phase::Lingering(_) | Phase::Dead(_) => return,
+        };
+        if !conn.writable {
+            return; // a WRITABLE edge will bring it back
+        }
+        let result = conn.out.flush(&mut conn.stream, WRITE_BUDGET);
+        match result {
+            Ok((state, n)) => {
+                self.core
+                    .stats
+                    .bytes_out
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let Some(conn) = self.core.conn_mut(id) else {
+                    return;
+                };
+                if conn.out.queued() <= soft {
+                    conn.over_soft_since = None;
+                }
+                match state {
+                    Flushed::Blocked => conn.writable = false,
+                    Flushed::Budget => self.core.mark_dirty(id),
+                    Flushed::Drained => {
+                        if let Some(reason) = draining {
+                            self.begin_linger(id, reason);
+                            return;
+                        }
+                    }
+                }
+                let Some(conn) = self.core.conn_mut(id) else {
+                    return;
+                };
+                if conn.read_paused && conn.out.queued() <= resume_at {
+                    conn.read_paused = false;
+                    if conn.readable {
+                        self.core.mark_ready(id);
+                    }
+                }
+            }
+            Err(e) => {
+                let class = classify(&e);
+                self.io_failed(id, &e, class);
+            }
+        }
+    }
+
+    /// Output is drained: shut our side down and wait for the peer's FIN.
+    fn begin_linger(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(conn) = self.core.conn_mut(id) else {
+            return;
+        };
+        if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
+            log::debug!("shutdown of {}: {e}", conn.peer);
+        }
+        if conn.eof {
+            self.core.kill(id, reason);
+            return;
+        }
+        conn.phase = Phase::Lingering(reason);
+        if conn.readable {
+            self.core.mark_ready(id);
+        }
+    }
+
+    fn reap_dead(&mut self) {
+        while let Some(id) = self.core.dead.pop() {
+            let Some(conn) = self.core.conn(id) else {
+                continue;
+            };
+            let Phase::Dead(reason) = conn.phase else {
+                debug_assert!(false, "only dead connections are reaped");
+                continue;
+            };
+            let mut conn = self.core.conns.remove(id.slot());
+            if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+                log::debug!("deregistering {}: {e}", conn.peer);
+            }
+            let stats = &self.core.stats;
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "connection {id:?} from {} closed ({})",
+                conn.peer,
+                reason.as_str()
+            );
+            drop(conn.stream);
+            self.handler
+                .on_close(&mut self.core, id, conn.session, reason);
+        }
+        if self.accept_pause == Some(AcceptPause::Limit)
+            && self.core.conns.len() * 10 < self.core.cfg.max_connections * 9
+        {
+            log::info!(
+                "connections below 90% of maxConnections ({}): accepting again",
+                self.core.cfg.max_connections
+            );
+            self.accept_pause = None;
+        }
+    }
+}
+
+/// IPv4 peers on a dual-stack listener appear as `::ffff:a.b.c.d`; report them as IPv4.
+fn normalize(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => peer,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_peers_are_reported_as_ipv4() {
+        let p: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().expect("addr");
+        assert_eq!(normalize(p), "127.0.0.1:4000".parse::<SocketAddr>().expect("addr"));
+        let p: SocketAddr = "[::1]:4000".parse().expect("addr");
+        assert_eq!(normalize(p), p);
+    }
+}

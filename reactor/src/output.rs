@@ -1,0 +1,331 @@
+//! The per-connection output queue.
+//!
+//! Replies are appended as owned bytes (small ones coalesce into one buffer, so a burst of
+//! replies becomes one write), broadcasts as shared `Arc<[u8]>` chunks encoded once for every
+//! member, and files as lazily read chunks so a large file is streamed, never held whole.
+//! An empty queue holds no allocation.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+/// Owned chunks smaller than this take further small replies (one write for a burst).
+const COALESCE_BYTES: usize = 16 * 1024;
+/// A file is read this much at a time.
+const FILE_BLOCK: usize = 64 * 1024;
+/// Chunks gathered into one vectored write.
+const MAX_IOVECS: usize = 64;
+
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+    File(FileChunk),
+}
+
+struct FileChunk {
+    file: File,
+    /// Bytes of the file not read yet.
+    remaining: u64,
+    /// The block read ahead (empty until this chunk reaches the front).
+    block: Vec<u8>,
+}
+
+impl Chunk {
+    /// The in-memory bytes of this chunk.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+            Chunk::File(f) => &f.block,
+        }
+    }
+}
+
+/// Result of a flush attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything was written.
+    Drained,
+    /// The socket would block: wait for WRITABLE.
+    Blocked,
+    /// The per-turn byte budget ran out: continue next turn.
+    Budget,
+}
+
+/// Outcome of queueing output, for the loop to enforce its limits.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// In-memory bytes queued and not yet written (unread file bytes are not counted).
+    queued: usize,
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Chunk::Owned(v) => write!(f, "Owned({})", v.len()),
+            Chunk::Shared(a) => write!(f, "Shared({})", a.len()),
+            Chunk::File(c) => write!(f, "File({} left)", c.remaining),
+        }
+    }
+}
+
+impl OutQueue {
+    /// In-memory bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Appends a copy of `bytes`.
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.queued += bytes.len();
+        if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
+            if last.len() < COALESCE_BYTES {
+                last.extend_from_slice(bytes);
+                return;
+            }
+        }
+        self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+    }
+
+    /// Appends an owned buffer without copying it (unless it is small enough to coalesce).
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
+        if bytes.len() < COALESCE_BYTES {
+            self.push_bytes(&bytes);
+        } else {
+            self.queued += bytes.len();
+            self.chunks.push_back(Chunk::Owned(bytes));
+        }
+    }
+
+    /// Appends a shared chunk (a broadcast encoded once).
+    pub fn push_shared(&mut self, bytes: Arc<[u8]>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.queued += bytes.len();
+        self.chunks.push_back(Chunk::Shared(bytes));
+    }
+
+    /// Appends `len` bytes of `file`, read block by block as the socket drains.
+    pub fn push_file(&mut self, file: File, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.chunks.push_back(Chunk::File(FileChunk {
+            file,
+            remaining: len,
+            block: Vec::new(),
+        }));
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        *self = OutQueue::default();
+    }
+
+    /// Writes as much as the socket takes, up to `budget` bytes.
+    pub fn flush<W: Write>(&mut self, w: &mut W, budget: usize) -> io::Result<(Flushed, usize)> {
+        let mut written = 0;
+        loop {
+            if written >= budget {
+                return Ok((Flushed::Budget, written));
+            }
+            if !self.load_front()? {
+                self.release();
+                return Ok((Flushed::Drained, written));
+            }
+            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n_slices = 0;
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                // A file block is loaded only at the front, and nothing may follow a block
+                // before the rest of its file: a file chunk ends the gathering.
+                if (i > 0 && matches!(chunk, Chunk::File(_))) || n_slices == MAX_IOVECS {
+                    break;
+                }
+                let bytes = if i == 0 {
+                    &chunk.bytes()[self.head..]
+                } else {
+                    chunk.bytes()
+                };
+                slices[n_slices] = IoSlice::new(bytes);
+                n_slices += 1;
+                if matches!(chunk, Chunk::File(f) if f.remaining > 0) {
+                    break;
+                }
+            }
+            let res = if n_slices == 1 {
+                w.write(&slices[0])
+            } else {
+                w.write_vectored(&slices[..n_slices])
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((Flushed::Blocked, written));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Makes sure the front chunk has bytes to write (reading the next file block if needed),
+    /// dropping finished chunks. Returns false when the queue is empty.
+    fn load_front(&mut self) -> io::Result<bool> {
+        loop {
+            let Some(front) = self.chunks.front_mut() else {
+                return Ok(false);
+            };
+            match front {
+                Chunk::File(f) if self.head == f.block.len() => {
+                    if f.remaining == 0 {
+                        self.pop_front();
+                        continue;
+                    }
+                    let want = FILE_BLOCK.min(usize::try_from(f.remaining).unwrap_or(FILE_BLOCK));
+                    f.block.resize(want, 0);
+                    let n = f.file.read(&mut f.block)?;
+                    if n == 0 {
+                        // The file shrank while being served: the stream cannot be completed.
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while being sent",
+                        ));
+                    }
+                    f.block.truncate(n);
+                    f.remaining -= n as u64;
+                    self.head = 0;
+                    self.queued += n;
+                    return Ok(true);
+                }
+                _ if self.head == front.bytes().len() => self.pop_front(),
+                _ => return Ok(true),
+            }
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.chunks.pop_front();
+        self.head = 0;
+    }
+
+    /// Consumes `n` written bytes from the front.
+    fn advance(&mut self, mut n: usize) {
+        debug_assert!(n <= self.queued);
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                debug_assert!(false, "advanced past the end of the queue");
+                return;
+            };
+            let left = front.bytes().len() - self.head;
+            if n < left {
+                self.head += n;
+                return;
+            }
+            n -= left;
+            match front {
+                // A file chunk stays until all of it was read and written.
+                Chunk::File(f) if f.remaining > 0 => self.head = f.block.len(),
+                _ => self.pop_front(),
+            }
+        }
+    }
+
+    /// Releases the queue's allocation once it is empty (idle connections hold no buffers).
+    fn release(&mut self) {
+        debug_assert!(self.chunks.is_empty() && self.queued == 0);
+        if self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+        self.head = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `cap` bytes per call and `limit` bytes in all.
+    struct Trickle {
+        got: Vec<u8>,
+        cap: usize,
+        limit: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let room = self.limit - self.got.len();
+            if room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.cap).min(room);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn mixed_chunks_arrive_in_order_across_short_writes() {
+        let dir = std::env::temp_dir().join(format!("aw-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("f.bin");
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).expect("write file");
+
+        let mut q = OutQueue::default();
+        q.push_bytes(b"one ");
+        q.push_shared(Arc::from(&b"two "[..]));
+        q.push_file(File::open(&path).expect("open"), content.len() as u64);
+        q.push_bytes(b" three");
+        let mut expected = b"one two ".to_vec();
+        expected.extend_from_slice(&content);
+        expected.extend_from_slice(b" three");
+
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 7777,
+            limit: 50_000,
+        };
+        let (state, _) = q.flush(&mut w, usize::MAX).expect("flush");
+        assert_eq!(state, Flushed::Blocked);
+        assert!(q.queued() <= FILE_BLOCK, "file is streamed, not buffered");
+        w.limit = usize::MAX;
+        let (state, _) = q.flush(&mut w, 1000).expect("flush");
+        assert_eq!(state, Flushed::Budget);
+        let (state, _) = q.flush(&mut w, usize::MAX).expect("flush");
+        assert_eq!(state, Flushed::Drained);
+        assert_eq!(w.got, expected);
+        assert_eq!(q.queued(), 0);
+        assert_eq!(q.chunks.capacity(), 0, "empty queue holds no allocation");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn small_replies_coalesce() {
+        let mut q = OutQueue::default();
+        for _ in 0..100 {
+            q.push_bytes(b"{\"status\":\"OK\"}\r\n");
+        }
+        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(q.queued(), 1700);
+    }
+}
