@@ -1,1 +1,262 @@
-//! x
+//! actionwire: a server for actionhero's TCP socket protocol on one mio event loop.
+//!
+//! This crate is the application: it wires the configuration ([`actionwire_config`]), the
+//! sans-IO protocol ([`actionwire_proto`]) and the event loop ([`actionwire_reactor`]) into a
+//! [`Server`], and holds the session layer (verbs, sticky params, rooms), the actions and the
+//! cache. The `actionwire` binary is a thin CLI over the same API a Rust user gets:
+//!
+//! ```no_run
+//! use actionwire::{Action, Config, Input, Server};
+//!
+//! let server = Server::builder(Config::default())
+//!     .action(
+//!         Action::new("hello", |data| {
+//!             let name = data.params["name"].as_str().unwrap_or("world").to_owned();
+//!             data.response.insert("greeting".into(), format!("hello, {name}").into());
+//!             Ok(())
+//!         })
+//!         .input(Input::new("name").required()),
+//!     )
+//!     .build()?;
+//! println!("listening on {}", server.local_addr());
+//! server.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod actions;
+pub mod builtin;
+pub mod cache;
+pub mod files;
+pub mod limits;
+pub mod rooms;
+mod session;
+pub mod time;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+pub use actionwire_config::{Config, ConfigError};
+pub use actionwire_reactor::ShutdownHandle;
+use actionwire_reactor::{Reactor, ReactorConfig, ReactorStats};
+
+pub use actions::{Action, ActionData, Api, ConnectionInfo, Input};
+use actions::{Registry, RegistryError};
+use cache::Cache;
+use files::PublicDirs;
+use rooms::Rooms;
+use session::{App, Settings};
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Actions(RegistryError),
+    Listen { addr: SocketAddr, source: io::Error },
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "configuration error: {e}"),
+            StartError::Actions(e) => write!(f, "action error: {e}"),
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Io(e) => write!(f, "cannot start the event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+/// Collects configuration and actions; [`ServerBuilder::build`] binds the listener.
+pub struct ServerBuilder {
+    config: Config,
+    actions: Vec<Action>,
+}
+
+impl ServerBuilder {
+    /// Adds an action next to the built-in ones.
+    pub fn action(mut self, action: Action) -> ServerBuilder {
+        self.actions.push(action);
+        self
+    }
+
+    /// Validates the configuration, binds the listener and starts the workers.
+    pub fn build(self) -> Result<Server, StartError> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let g = &cfg.general;
+        let s = &cfg.servers.socket;
+
+        let mut all = builtin::all();
+        all.extend(self.actions);
+        let registry = Arc::new(Registry::new(all).map_err(StartError::Actions)?);
+
+        let scan = actionwire_proto::ScanConfig::new(
+            s.delimiter.as_bytes(),
+            s.max_data_length,
+            s.max_line_bytes,
+        )
+        .ok_or_else(|| ConfigError {
+            key: "servers.socket.delimiter".into(),
+            message: "must not be empty".into(),
+        })?;
+
+        let workers = match cfg.workers.count {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let max_connections = match s.max_connections {
+            0 => limits::default_max_connections(),
+            n => n,
+        };
+        let reactor_cfg = ReactorConfig {
+            max_connections,
+            backlog: s.backlog,
+            workers,
+            output_soft_limit: s.output_buffer_soft_limit,
+            output_soft_duration: Duration::from_secs(s.output_buffer_soft_seconds),
+            output_hard_limit: s.output_buffer_hard_limit,
+            read_pause_bytes: s.output_buffer_soft_limit.min(256 * 1024),
+            shutdown_grace: Duration::from_millis(g.pending_shutdown_wait_limit),
+            linger: Duration::from_secs(5),
+        };
+
+        let server_id = if g.server_id.is_empty() {
+            gethostname::gethostname().to_string_lossy().into_owned()
+        } else {
+            g.server_id.clone()
+        };
+        let stats = Arc::new(ReactorStats::default());
+        let api = Arc::new(Api {
+            cache: Cache::new(g.cache_max_entries),
+            server_id,
+            started: Instant::now(),
+            reactor: Arc::clone(&stats),
+            rooms: AtomicUsize::new(0),
+            pending_actions: AtomicUsize::new(0),
+            documentation: registry.documentation().clone(),
+        });
+        let rooms = Rooms::new(
+            g.starting_chat_rooms.keys().map(String::as_str),
+            g.auto_create_rooms,
+        );
+        let public = PublicDirs::new(&g.paths.public);
+        let settings = Settings {
+            welcome: g.welcome_message.clone(),
+            simultaneous_actions: g.simultaneous_actions,
+            scrub_params: !g.disable_param_scrubbing,
+            max_params: g.max_params_per_connection,
+            max_rooms: g.max_rooms_per_connection,
+        };
+        let summary = Summary {
+            workers,
+            max_connections,
+            public: public.dirs().to_vec(),
+        };
+        let app = App::new(scan, settings, registry, rooms, public, Arc::clone(&api));
+        let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
+        let ip: IpAddr = s.bind_ip.parse().map_err(|_| ConfigError {
+            key: "servers.socket.bindIP".into(),
+            message: "must be an IP address".into(),
+        })?;
+        let addr = SocketAddr::new(ip, s.port);
+        let local_addr = reactor
+            .listen(addr)
+            .map_err(|source| StartError::Listen { addr, source })?;
+        Ok(Server {
+            reactor,
+            local_addr,
+            config: cfg,
+            summary,
+            api,
+        })
+    }
+}
+
+struct Summary {
+    workers: usize,
+    max_connections: usize,
+    public: Vec<std::path::PathBuf>,
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    reactor: Reactor<App>,
+    local_addr: SocketAddr,
+    config: Config,
+    summary: Summary,
+    api: Arc<Api>,
+}
+
+impl Server {
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The address the socket server listens on (the real port when configured with 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that shuts the server down gracefully from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.reactor.shutdown_handle()
+    }
+
+    /// Server-wide state (cache, counters), as actions see it.
+    pub fn api(&self) -> Arc<Api> {
+        Arc::clone(&self.api)
+    }
+
+    /// One line describing what runs, for the start-up log.
+    pub fn describe(&self) -> String {
+        let s = &self.config.servers.socket;
+        let rooms: Vec<&str> = self
+            .config
+            .general
+            .starting_chat_rooms
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let public: Vec<String> = self
+            .summary
+            .public
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!(
+            "actionwire {} listening on {} (plain TCP; workers {}; maxConnections {}; \
+             delimiter {:?}; maxLineBytes {}; maxDataLength {}; simultaneousActions {}; \
+             rooms [{}]; public [{}])",
+            env!("CARGO_PKG_VERSION"),
+            self.local_addr,
+            self.summary.workers,
+            self.summary.max_connections,
+            s.delimiter,
+            s.max_line_bytes,
+            s.max_data_length,
+            self.config.general.simultaneous_actions,
+            rooms.join(", "),
+            public.join(", "),
+        )
+    }
+
+    /// Runs the event loop on this thread until a shutdown completes.
+    pub fn run(self) -> io::Result<()> {
+        self.reactor.run()
+    }
+}

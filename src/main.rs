@@ -1,1 +1,112 @@
-fn main() {}
+//! The `actionwire` binary: parse the command line, load the configuration, log, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actionwire::{Config, Server};
+use clap::Parser;
+
+/// A server for actionhero's TCP socket protocol, on one event loop.
+///
+/// With no options it serves the embedded defaults: plain TCP on 0.0.0.0:5000, rooms
+/// `defaultRoom` and `otherRoom`, files from ./public. Connect with `nc localhost 5000`.
+#[derive(Debug, Parser)]
+#[command(name = "actionwire", version, about, long_about)]
+struct Cli {
+    /// JSON configuration file with actionhero's key names (`general`, `servers.socket`,
+    /// `workers`); see the README for every key. Flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// TCP port of the socket server (servers.socket.port; default 5000; 0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+
+    /// Address to listen on (servers.socket.bindIP; default 0.0.0.0). `::` listens on IPv6
+    /// and IPv4 at once.
+    #[arg(long, value_name = "IP")]
+    bind: Option<String>,
+
+    /// Worker threads that run actions (workers.count; 0 = one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+
+    /// Log level: error, warn, info, debug (connections open/close) or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = simple_logger::SimpleLogger::new()
+        .with_level(cli.log_level)
+        .with_utc_timestamps()
+        .init()
+    {
+        eprintln!("actionwire: cannot start logging: {e}");
+    }
+
+    let mut config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&format!("configuration error: {e}")),
+        },
+        None => Config::default(),
+    };
+    if let Some(port) = cli.port {
+        config.servers.socket.port = port;
+    }
+    if let Some(bind) = cli.bind {
+        config.servers.socket.bind_ip = bind;
+    }
+    if let Some(workers) = cli.workers {
+        config.workers.count = workers;
+    }
+    if let Err(e) = config.validate() {
+        return fail(&format!("configuration error: {e}"));
+    }
+    for key in config.inactive_keys() {
+        log::warn!("{key} is accepted but has no effect in this version yet");
+    }
+
+    let server = match Server::builder(config).build() {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    log::info!("{}", server.describe());
+    if let Err(e) = install_signal_handlers(server.shutdown_handle()) {
+        log::warn!("cannot install signal handlers ({e}); stop the server with SIGKILL");
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("event loop failed: {e}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    log::error!("{message}");
+    eprintln!("actionwire: {message}");
+    ExitCode::from(2)
+}
+
+/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
+fn install_signal_handlers(handle: actionwire::ShutdownHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("actionwire-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    log::info!("signal {sig} received: shutting down gracefully");
+                    handle.shutdown();
+                } else {
+                    log::warn!("second signal {sig}: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })?;
+    Ok(())
+}

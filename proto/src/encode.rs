@@ -185,7 +185,10 @@ mod tests {
             s(|o| welcome(o, "Hello! \"x\"")),
             "{\"welcome\":\"Hello! \\\"x\\\"\",\"context\":\"api\"}\r\n"
         );
-        assert_eq!(s(|o| bye(o, None)), "{\"status\":\"Bye!\",\"context\":\"api\"}\r\n");
+        assert_eq!(
+            s(|o| bye(o, None)),
+            "{\"status\":\"Bye!\",\"context\":\"api\"}\r\n"
+        );
         assert_eq!(
             s(|o| bye(o, Some("idle timeout"))),
             "{\"status\":\"Bye!\",\"context\":\"api\",\"reason\":\"idle timeout\"}\r\n"
@@ -230,8 +233,10 @@ mod tests {
             s(|o| too_long(o, 10, LineLength::Exact(12), 1, ID)),
             "{\"status\":\"error\",\"error\":\"data length is too big (10 received/12 max)\",\"context\":\"response\",\"messageCount\":1,\"messageId\":\"m-1\"}\r\n"
         );
-        assert!(s(|o| too_long(o, 1048576, LineLength::AtLeast(1048576), 1, ID))
-            .contains("(1048576 received/1048576+ max)"));
+        assert!(
+            s(|o| too_long(o, 1048576, LineLength::AtLeast(1048576), 1, ID))
+                .contains("(1048576 received/1048576+ max)")
+        );
     }
 
     #[test]

@@ -161,7 +161,9 @@ impl Scanner {
             let end = pos + i;
             let flow = match self.state {
                 State::Skipping => Flow::Continue,
-                State::Line if self.pending.is_empty() => emit_line(cfg, &data[pos..end], &mut sink),
+                State::Line if self.pending.is_empty() => {
+                    emit_line(cfg, &data[pos..end], &mut sink)
+                }
                 State::Line => {
                     let total = self.pending.len() + (end - pos);
                     if total > cfg.max {
@@ -329,7 +331,10 @@ mod tests {
         let c = cfg("<END>", 0, 1024);
         let (ev, _) = scan_chunks(&c, &[b"one<E", b"N", b"D>two<END><END>thr", b"ee<END"]);
         assert_eq!(ev, vec![line("one"), line("two")]);
-        let (ev, _) = scan_chunks(&c, &[b"one<E", b"N", b"D>two<END><END>thr", b"ee<END", b">"]);
+        let (ev, _) = scan_chunks(
+            &c,
+            &[b"one<E", b"N", b"D>two<END><END>thr", b"ee<END", b">"],
+        );
         assert_eq!(ev, vec![line("one"), line("two"), line("three")]);
     }
 

@@ -52,8 +52,14 @@ mod tests {
             classify(&io::Error::from(io::ErrorKind::Interrupted)),
             IoClass::Retry
         );
-        assert_eq!(classify(&io::Error::from_raw_os_error(24)), IoClass::Exhausted);
-        assert_eq!(classify(&io::Error::from_raw_os_error(104)), IoClass::PeerGone);
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(24)),
+            IoClass::Exhausted
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(104)),
+            IoClass::PeerGone
+        );
         assert_eq!(
             classify(&io::Error::from(io::ErrorKind::PermissionDenied)),
             IoClass::Fatal

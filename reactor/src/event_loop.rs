@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -373,6 +373,15 @@ pub struct Reactor<H: Handler> {
 
 impl<H: Handler> Reactor<H> {
     pub fn new(cfg: ReactorConfig, handler: H) -> io::Result<Reactor<H>> {
+        Reactor::with_stats(cfg, Arc::new(ReactorStats::default()), handler)
+    }
+
+    /// As [`Reactor::new`], counting into `stats` (shared with the application).
+    pub fn with_stats(
+        cfg: ReactorConfig,
+        stats: Arc<ReactorStats>,
+        handler: H,
+    ) -> io::Result<Reactor<H>> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let pool = Pool::new(cfg.workers.max(1), Arc::clone(&waker))?;
@@ -389,7 +398,7 @@ impl<H: Handler> Reactor<H> {
                 max_connections: max,
                 ..cfg
             },
-            stats: Arc::new(ReactorStats::default()),
+            stats,
             shutting_down: false,
             now: Instant::now(),
         };
@@ -452,7 +461,10 @@ impl<H: Handler> Reactor<H> {
     pub fn run(mut self) -> io::Result<()> {
         loop {
             let timeout = self.next_timeout();
-            let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+            let mut events = self
+                .events
+                .take()
+                .unwrap_or_else(|| Events::with_capacity(1024));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -707,7 +719,10 @@ impl<H: Handler> Reactor<H> {
                     if n < self.read_buf.len() && !conn.read_closed {
                         conn.readable = false;
                     }
-                    self.core.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.core
+                        .stats
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     if !lingering {
                         self.handler
                             .on_data(&mut self.core, id, &mut self.read_buf[..n]);
@@ -922,7 +937,10 @@ mod tests {
     #[test]
     fn mapped_ipv4_peers_are_reported_as_ipv4() {
         let p: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().expect("addr");
-        assert_eq!(normalize(p), "127.0.0.1:4000".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            normalize(p),
+            "127.0.0.1:4000".parse::<SocketAddr>().expect("addr")
+        );
         let p: SocketAddr = "[::1]:4000".parse().expect("addr");
         assert_eq!(normalize(p), p);
     }

@@ -1,0 +1,506 @@
+//! Actions: the public API for defining them, their registry, input processing, and the job
+//! that runs one on a worker and encodes its reply.
+//!
+//! An action declares its inputs; before it runs, each input gets its default, formatter and
+//! validator in order, and a missing required input wins over any validator message
+//! (PROTOCOL.md §5). A panic inside an action is caught on the worker and becomes an error
+//! reply.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use actionwire_proto::{RawJson, encode};
+use actionwire_reactor::ReactorStats;
+use serde_json::{Map, Value, json};
+
+use crate::cache::Cache;
+
+/// Params every action accepts, whatever its inputs.
+pub const SAFE_PARAMS: [&str; 5] = ["action", "apiVersion", "callback", "file", "messageId"];
+
+type RunFn = dyn Fn(&mut ActionData) -> Result<(), String> + Send + Sync;
+type FormatFn = dyn Fn(Value) -> Result<Value, String> + Send + Sync;
+type ValidateFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
+
+/// A declared input of an action.
+#[derive(Clone)]
+pub struct Input {
+    name: String,
+    required: bool,
+    default: Option<Value>,
+    formatter: Option<Arc<FormatFn>>,
+    validator: Option<Arc<ValidateFn>>,
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Input")
+            .field("name", &self.name)
+            .field("required", &self.required)
+            .field("default", &self.default)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Input {
+    pub fn new(name: impl Into<String>) -> Input {
+        Input {
+            name: name.into(),
+            required: false,
+            default: None,
+            formatter: None,
+            validator: None,
+        }
+    }
+
+    /// The action is refused with `<name> is a required parameter for this action` when
+    /// this input is absent or empty (after its default).
+    pub fn required(mut self) -> Input {
+        self.required = true;
+        self
+    }
+
+    /// Used when the input is absent or empty.
+    pub fn default_value(mut self, v: Value) -> Input {
+        self.default = Some(v);
+        self
+    }
+
+    /// Transforms a present value; an `Err` refuses the action with its text.
+    pub fn formatter(
+        mut self,
+        f: impl Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> Input {
+        self.formatter = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks a present value; an `Err` refuses the action with its text.
+    pub fn validator(
+        mut self,
+        f: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Input {
+        self.validator = Some(Arc::new(f));
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// An action: a name, its inputs and documentation, and the code that runs it.
+#[derive(Clone)]
+pub struct Action {
+    name: String,
+    version: u32,
+    description: String,
+    inputs: Vec<Input>,
+    output_example: Value,
+    run: Arc<RunFn>,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Action")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("inputs", &self.inputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Action {
+    /// `run` fills `data.response`; an `Err` is sent as the reply's `error`.
+    pub fn new(
+        name: impl Into<String>,
+        run: impl Fn(&mut ActionData) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Action {
+        Action {
+            name: name.into(),
+            version: 1,
+            description: String::new(),
+            inputs: Vec::new(),
+            output_example: json!({}),
+            run: Arc::new(run),
+        }
+    }
+
+    pub fn description(mut self, d: impl Into<String>) -> Action {
+        self.description = d.into();
+        self
+    }
+
+    pub fn version(mut self, v: u32) -> Action {
+        self.version = v;
+        self
+    }
+
+    pub fn input(mut self, input: Input) -> Action {
+        self.inputs.push(input);
+        self
+    }
+
+    pub fn output_example(mut self, v: Value) -> Action {
+        self.output_example = v;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Applies defaults, formatters and validators in declaration order. The first missing
+    /// required input wins over any validator message.
+    fn prepare(&self, params: &mut Map<String, Value>) -> Result<(), String> {
+        let mut missing: Option<&str> = None;
+        let mut invalid: Option<String> = None;
+        for input in &self.inputs {
+            if is_missing(params.get(&input.name)) {
+                if let Some(d) = &input.default {
+                    params.insert(input.name.clone(), d.clone());
+                }
+            }
+            if !is_missing(params.get(&input.name)) {
+                if let Some(fmt) = &input.formatter {
+                    let v = params.remove(&input.name).unwrap_or(Value::Null);
+                    match fmt(v.clone()) {
+                        Ok(nv) => {
+                            params.insert(input.name.clone(), nv);
+                        }
+                        Err(msg) => {
+                            params.insert(input.name.clone(), v);
+                            invalid.get_or_insert(msg);
+                        }
+                    }
+                }
+                if let (Some(val), Some(v)) = (&input.validator, params.get(&input.name)) {
+                    if let Err(msg) = val(v) {
+                        invalid.get_or_insert(msg);
+                    }
+                }
+            }
+            if input.required && is_missing(params.get(&input.name)) {
+                missing.get_or_insert(&input.name);
+            }
+        }
+        match (missing, invalid) {
+            (Some(name), _) => Err(format!("{name} is a required parameter for this action")),
+            (None, Some(msg)) => Err(msg),
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn documentation(&self) -> Value {
+        let mut inputs = Map::new();
+        for i in &self.inputs {
+            let mut doc = Map::new();
+            doc.insert("required".into(), Value::Bool(i.required));
+            if let Some(d) = &i.default {
+                doc.insert("default".into(), d.clone());
+            }
+            inputs.insert(i.name.clone(), Value::Object(doc));
+        }
+        json!({
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "inputs": inputs,
+            "outputExample": self.output_example,
+        })
+    }
+}
+
+/// Absent, `null` or `""`.
+fn is_missing(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Who called an action.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub remote_ip: String,
+    pub remote_port: u16,
+}
+
+/// What an action works with: its params in, its response out.
+pub struct ActionData {
+    /// The request's params after defaults, formatters and validators.
+    pub params: Map<String, Value>,
+    /// Fields of the reply, in insertion order.
+    pub response: Map<String, Value>,
+    pub connection: ConnectionInfo,
+    pub api: Arc<Api>,
+}
+
+/// Server-wide facilities available to actions from any worker.
+#[derive(Debug)]
+pub struct Api {
+    pub cache: Cache,
+    pub server_id: String,
+    pub(crate) started: Instant,
+    pub(crate) reactor: Arc<ReactorStats>,
+    pub(crate) rooms: AtomicUsize,
+    pub(crate) pending_actions: AtomicUsize,
+    pub(crate) documentation: Value,
+}
+
+impl Api {
+    /// Milliseconds since the server started.
+    pub fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.reactor.open.load(Ordering::Relaxed)
+    }
+
+    /// Chat rooms that exist now.
+    pub fn rooms(&self) -> usize {
+        self.rooms.load(Ordering::Relaxed)
+    }
+
+    /// Actions pending on every connection.
+    pub fn pending_actions(&self) -> usize {
+        self.pending_actions.load(Ordering::Relaxed)
+    }
+
+    /// The same object the `documentation` verb returns.
+    pub fn documentation(&self) -> &Value {
+        &self.documentation
+    }
+}
+
+/// Why an action registry could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    EmptyName,
+    Duplicate(String),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::EmptyName => write!(f, "an action has an empty name"),
+            RegistryError::Duplicate(n) => write!(f, "action `{n}` is defined twice"),
+        }
+    }
+}
+
+/// All actions, by name, plus what `paramAdd` scrubbing needs.
+pub struct Registry {
+    by_name: HashMap<String, Arc<Action>>,
+    /// Every input name of every action, plus the safe params.
+    accepted_params: HashSet<String>,
+    documentation: Value,
+    /// `documentation` pre-encoded for the verb.
+    documentation_json: String,
+}
+
+impl Registry {
+    pub fn new(actions: Vec<Action>) -> Result<Registry, RegistryError> {
+        let mut by_name = HashMap::new();
+        let mut accepted_params: HashSet<String> =
+            SAFE_PARAMS.iter().map(|s| s.to_string()).collect();
+        let mut docs = Map::new();
+        for a in actions {
+            if a.name.is_empty() {
+                return Err(RegistryError::EmptyName);
+            }
+            if by_name.contains_key(&a.name) {
+                return Err(RegistryError::Duplicate(a.name));
+            }
+            accepted_params.extend(a.inputs.iter().map(|i| i.name.clone()));
+            let mut versions = Map::new();
+            versions.insert(a.version.to_string(), a.documentation());
+            docs.insert(a.name.clone(), Value::Object(versions));
+            by_name.insert(a.name.clone(), Arc::new(a));
+        }
+        let documentation = Value::Object(docs);
+        let documentation_json = documentation.to_string();
+        Ok(Registry {
+            by_name,
+            accepted_params,
+            documentation,
+            documentation_json,
+        })
+    }
+
+    /// The action for `name`, if `api_version` (when given) is its version.
+    pub fn find(&self, name: &str, api_version: Option<&Value>) -> Option<&Arc<Action>> {
+        let action = self.by_name.get(name)?;
+        let matches = match api_version {
+            None | Some(Value::Null) => true,
+            Some(Value::Number(n)) => n.as_u64() == Some(u64::from(action.version)),
+            Some(Value::String(s)) => s.is_empty() || s.parse::<u32>() == Ok(action.version),
+            Some(_) => false,
+        };
+        matches.then_some(action)
+    }
+
+    /// Whether `paramAdd key` is allowed with scrubbing on.
+    pub fn accepts_param(&self, key: &str) -> bool {
+        self.accepted_params.contains(key)
+    }
+
+    pub fn documentation(&self) -> &Value {
+        &self.documentation
+    }
+
+    pub fn documentation_json(&self) -> &str {
+        &self.documentation_json
+    }
+}
+
+/// Everything a worker needs to run one action and encode its reply.
+pub(crate) struct Job {
+    pub action: Arc<Action>,
+    pub params: Map<String, Value>,
+    pub scrub: bool,
+    pub connection: ConnectionInfo,
+    pub api: Arc<Api>,
+    pub message_count: u64,
+    pub message_id: String,
+}
+
+impl Job {
+    /// Runs on a worker: inputs, the action itself (panics caught), then the encoded reply.
+    pub(crate) fn run(self) -> Vec<u8> {
+        let Job {
+            action,
+            mut params,
+            scrub,
+            connection,
+            api,
+            message_count,
+            message_id,
+        } = self;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if let Err(msg) = action.prepare(&mut params) {
+                return (Map::new(), Some(msg));
+            }
+            if scrub {
+                params.retain(|k, _| {
+                    SAFE_PARAMS.contains(&k.as_str()) || action.inputs.iter().any(|i| i.name == *k)
+                });
+            }
+            let mut data = ActionData {
+                params,
+                response: Map::new(),
+                connection,
+                api,
+            };
+            let err = (action.run)(&mut data).err();
+            (data.response, err)
+        }));
+        let (response, error) = outcome.unwrap_or_else(|payload| {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::warn!("action `{}` panicked: {msg}", action.name);
+            (
+                Map::new(),
+                Some(format!("internal error in action {}", action.name)),
+            )
+        });
+        let mut out = Vec::with_capacity(128);
+        encode::action_reply(
+            &mut out,
+            &response,
+            error.as_deref(),
+            message_count,
+            RawJson(&message_id),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_letters(v: &Value) -> Result<(), String> {
+        match v.as_str() {
+            Some(s) if s.chars().count() >= 3 => Ok(()),
+            _ => Err("inputs should be at least 3 letters long".into()),
+        }
+    }
+
+    fn action() -> Action {
+        Action::new("t", |_| Ok(()))
+            .input(Input::new("a").required().validator(three_letters))
+            .input(Input::new("b").required())
+            .input(Input::new("c").default_value(json!(7)).formatter(|v| {
+                v.as_u64()
+                    .map(|n| json!(n * 2))
+                    .ok_or_else(|| "c must be a number".to_string())
+            }))
+    }
+
+    #[test]
+    fn required_beats_validator_and_first_missing_wins() {
+        let a = action();
+        let mut p = Map::new();
+        p.insert("a".into(), json!("x"));
+        assert_eq!(
+            a.prepare(&mut p),
+            Err("b is a required parameter for this action".into())
+        );
+        let mut p = Map::new();
+        p.insert("a".into(), json!(""));
+        assert_eq!(
+            a.prepare(&mut p),
+            Err("a is a required parameter for this action".into())
+        );
+        let mut p = Map::new();
+        p.insert("a".into(), json!("x"));
+        p.insert("b".into(), json!("y"));
+        assert_eq!(
+            a.prepare(&mut p),
+            Err("inputs should be at least 3 letters long".into())
+        );
+    }
+
+    #[test]
+    fn default_then_formatter() {
+        let a = action();
+        let mut p = Map::new();
+        p.insert("a".into(), json!("xyz"));
+        p.insert("b".into(), json!("y"));
+        assert_eq!(a.prepare(&mut p), Ok(()));
+        assert_eq!(p["c"], json!(14));
+        p.insert("c".into(), json!("nope"));
+        assert_eq!(a.prepare(&mut p), Err("c must be a number".into()));
+    }
+
+    #[test]
+    fn registry_refuses_duplicates_and_checks_api_version() {
+        assert_eq!(
+            Registry::new(vec![action(), action()]).err(),
+            Some(RegistryError::Duplicate("t".into()))
+        );
+        let r = Registry::new(vec![action().version(2)]).expect("registry");
+        assert!(r.find("t", None).is_some());
+        assert!(r.find("t", Some(&json!(2))).is_some());
+        assert!(r.find("t", Some(&json!("2"))).is_some());
+        assert!(r.find("t", Some(&json!(1))).is_none());
+        assert!(r.accepts_param("a") && r.accepts_param("messageId"));
+        assert!(!r.accepts_param("zzz"));
+        assert_eq!(
+            r.documentation()["t"]["2"]["inputs"]["a"]["required"],
+            json!(true)
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The five built-in actions of PROTOCOL.md §5: `randomNumber`, `cacheTest`, `sleepTest`,
+//! `status` and `showDocumentation`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::actions::{Action, Input};
+use crate::time::now_ms;
+
+/// Longest `sleepTest` accepted: a sleeping action holds a worker thread.
+pub const MAX_SLEEP_MS: u64 = 60_000;
+
+/// All built-in actions.
+pub fn all() -> Vec<Action> {
+    vec![
+        random_number(),
+        cache_test(),
+        sleep_test(),
+        status(),
+        show_documentation(),
+    ]
+}
+
+fn random_number() -> Action {
+    Action::new("randomNumber", |data| {
+        let n = fastrand::f64();
+        data.response.insert("randomNumber".into(), json!(n));
+        data.response.insert(
+            "stringRandomNumber".into(),
+            json!(format!("Your random number is {n}")),
+        );
+        Ok(())
+    })
+    .description("I am an API method which will generate a random number")
+    .output_example(
+        json!({"randomNumber": 0.123, "stringRandomNumber": "Your random number is 0.123"}),
+    )
+}
+
+/// A param as text: strings as they are, anything else as its JSON.
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn at_least_three(v: &Value) -> Result<(), String> {
+    if as_text(v).chars().count() >= 3 {
+        Ok(())
+    } else {
+        Err("inputs should be at least 3 letters long".into())
+    }
+}
+
+fn cache_test() -> Action {
+    Action::new("cacheTest", |data| {
+        let key = format!("cacheTest_{}", as_text(&data.params["key"]));
+        let value = data.params["value"].clone();
+        let cache = &data.api.cache;
+        let now = now_ms();
+        cache
+            .save(&key, value, Some(5000), now)
+            .map_err(|e| e.to_string())?;
+        let size = cache.size();
+        let load = match cache.load(&key, now_ms()) {
+            Some(e) => json!({
+                "key": key,
+                "value": e.value,
+                "expireTimestamp": e.expire_timestamp,
+                "createdAt": e.created_at,
+                "lastReadAt": e.last_read_at,
+            }),
+            None => Value::Null,
+        };
+        let deleted = cache.destroy(&key);
+        data.response.insert(
+            "cacheTestResults".into(),
+            json!({"saveResp": true, "sizeResp": size, "loadResp": load, "deleteResp": deleted}),
+        );
+        Ok(())
+    })
+    .description("I will test the internal cache functions of the API")
+    .input(Input::new("key").required().validator(at_least_three))
+    .input(Input::new("value").required().validator(at_least_three))
+    .output_example(json!({"cacheTestResults": {"saveResp": true, "sizeResp": 1,
+        "loadResp": {"key": "cacheTest_key", "value": "value", "expireTimestamp": 1420953274716u64,
+        "createdAt": 1420953269716u64, "lastReadAt": 1420953269716u64}, "deleteResp": true}}))
+}
+
+fn sleep_test() -> Action {
+    Action::new("sleepTest", |data| {
+        let ms = data.params["sleepDuration"].as_u64().unwrap_or(0);
+        let started = now_ms();
+        std::thread::sleep(Duration::from_millis(ms));
+        let ended = now_ms();
+        data.response.insert("sleepStarted".into(), json!(started));
+        data.response.insert("sleepEnded".into(), json!(ended));
+        data.response
+            .insert("sleepDelta".into(), json!(ended.saturating_sub(started)));
+        data.response.insert("sleepDuration".into(), json!(ms));
+        Ok(())
+    })
+    .description("I will sleep and then return")
+    .input(
+        Input::new("sleepDuration")
+            .required()
+            .default_value(json!(1000))
+            .formatter(|v| {
+                let n = match &v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().parse::<u64>().ok(),
+                    _ => None,
+                };
+                n.map(Value::from).ok_or_else(|| {
+                    "sleepDuration must be a whole number of milliseconds".to_string()
+                })
+            })
+            .validator(|v| match v.as_u64() {
+                Some(n) if n <= MAX_SLEEP_MS => Ok(()),
+                _ => Err(format!("sleepDuration must be at most {MAX_SLEEP_MS} ms")),
+            }),
+    )
+    .output_example(
+        json!({"sleepStarted": 1420953571322u64, "sleepEnded": 1420953572327u64,
+        "sleepDelta": 1005, "sleepDuration": 1000}),
+    )
+}
+
+/// Resident memory of this process in MB (two decimals), from /proc; 0 where unavailable.
+fn consumed_memory_mb() -> f64 {
+    let kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    (kb / 1024.0 * 100.0).round() / 100.0
+}
+
+fn status() -> Action {
+    Action::new("status", |data| {
+        let api = &data.api;
+        let r = &mut data.response;
+        r.insert("id".into(), json!(api.server_id));
+        r.insert("actionheroVersion".into(), json!(env!("CARGO_PKG_VERSION")));
+        r.insert("name".into(), json!(env!("CARGO_PKG_NAME")));
+        r.insert("description".into(), json!(env!("CARGO_PKG_DESCRIPTION")));
+        r.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        r.insert("uptime".into(), json!(api.uptime_ms()));
+        r.insert("consumedMemoryMB".into(), json!(consumed_memory_mb()));
+        r.insert("nodeStatus".into(), json!("Node Healthy"));
+        r.insert("problems".into(), json!([]));
+        r.insert("connections".into(), json!(api.connections()));
+        r.insert("rooms".into(), json!(api.rooms()));
+        r.insert("pendingActions".into(), json!(api.pending_actions()));
+        Ok(())
+    })
+    .description("I will return some basic information about the API")
+    .output_example(
+        json!({"id": "actionwire-host", "actionheroVersion": env!("CARGO_PKG_VERSION"),
+        "uptime": 10469, "nodeStatus": "Node Healthy", "problems": [], "connections": 1,
+        "rooms": 2, "pendingActions": 1}),
+    )
+}
+
+fn show_documentation() -> Action {
+    Action::new("showDocumentation", |data| {
+        let docs = data.api.documentation().clone();
+        data.response.insert("documentation".into(), docs);
+        Ok(())
+    })
+    .description("return API documentation")
+}

@@ -1,0 +1,188 @@
+//! Chat rooms, indexed room → members so that `say` costs O(members).
+//!
+//! Rooms from `startingChatRooms` live for the whole run. With `autoCreateRooms`, a client
+//! may create a room by joining it; such a room is removed when its last member leaves, so
+//! client-created rooms cannot accumulate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actionwire_reactor::ConnId;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    uuid: Uuid,
+    joined_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: HashMap<ConnId, Member>,
+    /// Created by a client's join (removed when empty), not from the configuration.
+    ephemeral: bool,
+}
+
+/// Why joining failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    NoSuchRoom,
+    AlreadyMember,
+}
+
+/// Every room and its members.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    rooms: HashMap<Arc<str>, Room>,
+    auto_create: bool,
+}
+
+impl Rooms {
+    pub fn new<'a>(starting: impl IntoIterator<Item = &'a str>, auto_create: bool) -> Rooms {
+        let rooms = starting
+            .into_iter()
+            .map(|n| (Arc::from(n), Room::default()))
+            .collect();
+        Rooms { rooms, auto_create }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// True if the room exists or would be created by a join.
+    pub fn can_join(&self, name: &str) -> bool {
+        !name.is_empty() && (self.auto_create || self.rooms.contains_key(name))
+    }
+
+    pub fn is_member(&self, name: &str, id: ConnId) -> bool {
+        self.rooms
+            .get(name)
+            .is_some_and(|r| r.members.contains_key(&id))
+    }
+
+    /// Adds a member; returns the room's shared name for the connection's own list.
+    pub fn join(
+        &mut self,
+        name: &str,
+        id: ConnId,
+        uuid: Uuid,
+        now_ms: u64,
+    ) -> Result<Arc<str>, JoinError> {
+        if !self.can_join(name) {
+            return Err(JoinError::NoSuchRoom);
+        }
+        let key = match self.rooms.get_key_value(name) {
+            Some((k, _)) => Arc::clone(k),
+            None => {
+                let k: Arc<str> = Arc::from(name);
+                self.rooms.insert(
+                    Arc::clone(&k),
+                    Room {
+                        members: HashMap::new(),
+                        ephemeral: true,
+                    },
+                );
+                k
+            }
+        };
+        let room = self.rooms.get_mut(&key).ok_or(JoinError::NoSuchRoom)?;
+        if room.members.contains_key(&id) {
+            return Err(JoinError::AlreadyMember);
+        }
+        room.members.insert(
+            id,
+            Member {
+                uuid,
+                joined_at: now_ms,
+            },
+        );
+        Ok(key)
+    }
+
+    /// Removes a member; false if it was not in the room.
+    pub fn leave(&mut self, name: &str, id: ConnId) -> bool {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return false;
+        };
+        let was = room.members.remove(&id).is_some();
+        if room.ephemeral && room.members.is_empty() {
+            self.rooms.remove(name);
+        }
+        was
+    }
+
+    /// Members of a room (empty for a room that does not exist).
+    pub fn members(&self, name: &str) -> impl Iterator<Item = ConnId> + '_ {
+        self.rooms
+            .get(name)
+            .into_iter()
+            .flat_map(|r| r.members.keys().copied())
+    }
+
+    /// `{"room":R,"members":{<id>:{"id","joinedAt"}},"membersCount":n}`, members in join order.
+    pub fn view(&self, name: &str) -> Value {
+        let mut list: Vec<&Member> = self
+            .rooms
+            .get(name)
+            .map(|r| r.members.values().collect())
+            .unwrap_or_default();
+        list.sort_by_key(|m| (m.joined_at, m.uuid));
+        let mut members = Map::new();
+        for m in &list {
+            let id = m.uuid.to_string();
+            members.insert(id.clone(), json!({"id": id, "joinedAt": m.joined_at}));
+        }
+        json!({"room": name, "members": members, "membersCount": list.len()})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (ConnId, ConnId) {
+        // ConnIds are only minted by the reactor; tests borrow two from a slab-free source.
+        (
+            actionwire_reactor::conn::ConnId::for_tests(1, 1),
+            actionwire_reactor::conn::ConnId::for_tests(2, 1),
+        )
+    }
+
+    #[test]
+    fn join_leave_and_view() {
+        let (a, b) = ids();
+        let mut r = Rooms::new(["lobby"], false);
+        assert_eq!(
+            r.join("nope", a, Uuid::nil(), 1),
+            Err(JoinError::NoSuchRoom)
+        );
+        r.join("lobby", a, Uuid::new_v4(), 1).expect("join");
+        assert_eq!(
+            r.join("lobby", a, Uuid::nil(), 2),
+            Err(JoinError::AlreadyMember)
+        );
+        r.join("lobby", b, Uuid::new_v4(), 2).expect("join");
+        assert_eq!(r.view("lobby")["membersCount"], json!(2));
+        assert_eq!(r.members("lobby").count(), 2);
+        assert!(r.leave("lobby", a));
+        assert!(!r.leave("lobby", a));
+        assert_eq!(r.len(), 1, "configured rooms stay when empty");
+    }
+
+    #[test]
+    fn auto_created_rooms_vanish_when_empty() {
+        let (a, _) = ids();
+        let mut r = Rooms::new([], true);
+        assert!(!r.can_join(""));
+        r.join("fresh", a, Uuid::nil(), 1).expect("created");
+        assert_eq!(r.len(), 1);
+        assert!(r.leave("fresh", a));
+        assert_eq!(r.len(), 0);
+    }
+}
