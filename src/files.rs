@@ -76,7 +76,7 @@ fn open_in(dir: &Path, request: &Path) -> Option<(File, u64)> {
         .open(&resolved)
         .ok()?;
     let meta = file.metadata().ok()?;
-    meta.is_file().then(|| (file, meta.len()))
+    meta.is_file().then_some((file, meta.len()))
 }
 
 #[cfg(test)]

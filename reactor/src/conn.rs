@@ -37,6 +37,12 @@ impl ConnId {
         }
     }
 
+    /// An id for unit tests of code that indexes by connection (never matches a live one).
+    #[doc(hidden)]
+    pub fn for_tests(slot: u32, gen_: u32) -> ConnId {
+        ConnId { slot, gen_ }
+    }
+
     pub(crate) fn slot(self) -> usize {
         self.slot as usize
     }
@@ -142,13 +148,5 @@ mod tests {
         assert_eq!(ConnId::from_token(Token(usize::MAX)), None);
         assert_eq!(ConnId::from_token(Token(usize::MAX - 3)), None);
         assert_ne!(ConnId::new(1, 1).token(), ConnId::new(1, 2).token());
-    }
-}
-
-impl ConnId {
-    /// An id for unit tests of code that indexes by connection (never matches a live one).
-    #[doc(hidden)]
-    pub fn for_tests(slot: u32, gen_: u32) -> ConnId {
-        ConnId { slot, gen_ }
     }
 }
