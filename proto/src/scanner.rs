@@ -25,6 +25,8 @@ pub struct ScanConfig {
     delimiter: Box<[u8]>,
     /// The effective line limit in bytes (delimiter excluded).
     max: usize,
+    /// Searcher for the delimiter, built once.
+    finder: memmem::Finder<'static>,
 }
 
 impl ScanConfig {
@@ -37,16 +39,21 @@ impl ScanConfig {
         if delimiter.is_empty() || max_line_bytes == 0 {
             return None;
         }
-        let delimiter = delimiter
+        let delimiter: Box<[u8]> = delimiter
             .iter()
             .map(|&b| if b == b'\r' { b'\n' } else { b })
             .collect();
+        let finder = memmem::Finder::new(&delimiter).into_owned();
         let max = if max_data_length > 0 {
             max_data_length.min(max_line_bytes)
         } else {
             max_line_bytes
         };
-        Some(ScanConfig { delimiter, max })
+        Some(ScanConfig {
+            delimiter,
+            max,
+            finder,
+        })
     }
 
     /// The effective line limit in bytes.
@@ -156,8 +163,7 @@ impl Scanner {
             }
         }
 
-        let finder = memmem::Finder::new(delim);
-        while let Some(i) = finder.find(&data[pos..]) {
+        while let Some(i) = cfg.finder.find(&data[pos..]) {
             let end = pos + i;
             let flow = match self.state {
                 State::Skipping => Flow::Continue,
