@@ -24,6 +24,9 @@ use crate::files::PublicDirs;
 use crate::rooms::{JoinError, Rooms};
 use crate::time::now_ms;
 
+/// Files one connection may have queued and unread (each holds a file descriptor).
+const MAX_QUEUED_FILES: usize = 64;
+
 /// Per-connection protocol state, kept in the reactor's slab slot.
 pub struct Session {
     uuid: Uuid,
@@ -529,6 +532,11 @@ impl State {
         } else {
             args
         };
+        if core.queued_files(id) >= MAX_QUEUED_FILES {
+            let text =
+                format!("too many files queued on this connection (limit {MAX_QUEUED_FILES})");
+            return self.error(core, id, &text, count, mid);
+        }
         match self.public.open(path) {
             Some((file, len)) => {
                 core.send_file(id, file, len);

@@ -33,6 +33,8 @@ const READS_PER_TURN: usize = 4;
 const WRITE_BUDGET: usize = 1 << 20;
 /// Accepts per listener per turn before it is requeued (fairness).
 const ACCEPTS_PER_TURN: usize = 256;
+/// Queued files per connection at which reading pauses (each holds a file descriptor).
+const MAX_QUEUED_FILES: usize = 4;
 /// How long to stop accepting after running out of file descriptors.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -232,6 +234,11 @@ impl<H: Handler> Core<H> {
     /// Queues a shared (broadcast) chunk. False if the connection is not open.
     pub fn send_shared(&mut self, id: ConnId, bytes: &Arc<[u8]>) -> bool {
         self.enqueue(id, |q| q.push_shared(Arc::clone(bytes)))
+    }
+
+    /// Files queued on a connection and not yet completely written.
+    pub fn queued_files(&self, id: ConnId) -> usize {
+        self.conn(id).map_or(0, |c| c.out.files())
     }
 
     /// Queues `len` bytes of a file, streamed as the socket drains.
@@ -694,7 +701,9 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             match conn.phase {
-                Phase::Open if conn.out.queued() >= pause_at => {
+                Phase::Open
+                    if conn.out.queued() >= pause_at || conn.out.files() >= MAX_QUEUED_FILES =>
+                {
                     // Backpressure: resume when the client has read its replies.
                     conn.read_paused = true;
                     return;
@@ -850,7 +859,10 @@ impl<H: Handler> Reactor<H> {
                 let Some(conn) = self.core.conn_mut(id) else {
                     return;
                 };
-                if conn.read_paused && conn.out.queued() <= resume_at {
+                if conn.read_paused
+                    && conn.out.queued() <= resume_at
+                    && conn.out.files() < MAX_QUEUED_FILES
+                {
                     conn.read_paused = false;
                     if conn.readable {
                         self.core.mark_ready(id);

@@ -61,6 +61,8 @@ pub struct OutQueue {
     head: usize,
     /// In-memory bytes queued and not yet written (unread file bytes are not counted).
     queued: usize,
+    /// File chunks queued (each holds an open file descriptor).
+    files: usize,
 }
 
 impl std::fmt::Debug for Chunk {
@@ -81,6 +83,11 @@ impl OutQueue {
 
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// Files queued and not yet completely written.
+    pub fn files(&self) -> usize {
+        self.files
     }
 
     /// Appends a copy of `bytes`.
@@ -122,6 +129,7 @@ impl OutQueue {
         if len == 0 {
             return;
         }
+        self.files += 1;
         self.chunks.push_back(Chunk::File(FileChunk {
             file,
             remaining: len,
@@ -220,7 +228,9 @@ impl OutQueue {
     }
 
     fn pop_front(&mut self) {
-        self.chunks.pop_front();
+        if let Some(Chunk::File(_)) = self.chunks.pop_front() {
+            self.files -= 1;
+        }
         self.head = 0;
     }
 
@@ -249,7 +259,7 @@ impl OutQueue {
 
     /// Releases the queue's allocation once it is empty (idle connections hold no buffers).
     fn release(&mut self) {
-        debug_assert!(self.chunks.is_empty() && self.queued == 0);
+        debug_assert!(self.chunks.is_empty() && self.queued == 0 && self.files == 0);
         if self.chunks.capacity() > 0 {
             self.chunks = VecDeque::new();
         }
@@ -315,6 +325,7 @@ mod tests {
         assert_eq!(state, Flushed::Drained);
         assert_eq!(w.got, expected);
         assert_eq!(q.queued(), 0);
+        assert_eq!(q.files(), 0);
         assert_eq!(q.chunks.capacity(), 0, "empty queue holds no allocation");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -261,6 +261,31 @@ mod files {
     }
 
     #[test]
+    fn queued_files_per_connection_are_capped() {
+        let (_guard, dir) = public();
+        let d2 = dir.clone();
+        let srv = TestServer::with(move |c| c.general.paths.public = vec![d2]);
+        let mut c = srv.client();
+        // 100 file requests in one write, none read yet: 64 are queued, the rest refused.
+        c.send_raw("file hello.txt\n".repeat(100).as_bytes());
+        c.send("paramsView");
+        for _ in 0..64 {
+            assert_eq!(c.bytes(12), b"hello world\n");
+        }
+        for n in 65..=100 {
+            let r = c.json();
+            assert_eq!(r["messageCount"], n);
+            assert_eq!(
+                error_text(&r),
+                "too many files queued on this connection (limit 64)"
+            );
+        }
+        assert_eq!(c.json()["messageCount"], 101);
+        c.send("file hello.txt");
+        assert_eq!(c.bytes(12), b"hello world\n", "served again once read");
+    }
+
+    #[test]
     fn large_file_is_streamed_completely() {
         let (_guard, dir) = public();
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
