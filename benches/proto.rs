@@ -14,34 +14,22 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 fn scanner(c: &mut Criterion) {
     let cfg = ScanConfig::new(b"\n", 0, 1 << 20).expect("config");
     let mut g = c.benchmark_group("scanner");
-    let one = b"paramView key\n".to_vec();
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("one_line_per_read", |b| {
-        let mut s = Scanner::default();
-        let mut buf = one.clone();
-        b.iter(|| {
-            let mut n = 0;
-            s.feed(&cfg, &mut buf, |_| {
-                n += 1;
-                Flow::Continue
-            });
-            black_box(n)
-        })
-    });
-    let pipelined = b"paramView key\n".repeat(16);
-    g.throughput(Throughput::Elements(16));
-    g.bench_function("sixteen_pipelined_lines", |b| {
-        let mut s = Scanner::default();
-        let mut buf = pipelined.clone();
-        b.iter(|| {
-            let mut n = 0;
-            s.feed(&cfg, &mut buf, |_| {
-                n += 1;
-                Flow::Continue
-            });
-            black_box(n)
-        })
-    });
+    for (name, lines) in [("one_line_per_read", 1), ("sixteen_pipelined_lines", 16)] {
+        let read = b"paramView key\n".repeat(lines);
+        g.throughput(Throughput::Elements(lines as u64));
+        g.bench_function(name, |b| {
+            let mut s = Scanner::default();
+            let mut buf = read.clone();
+            b.iter(|| {
+                let mut n = 0;
+                s.feed(&cfg, &mut buf, |_| {
+                    n += 1;
+                    Flow::Continue
+                });
+                black_box(n)
+            })
+        });
+    }
     g.finish();
 }
 

@@ -42,12 +42,10 @@ fn key(out: &mut Vec<u8>, first: bool, name: &str) {
     out.extend_from_slice(b"\":");
 }
 
+/// `"context":"response","messageCount":N,"messageId":ID}` + EOL: the end of every response.
 fn counters(out: &mut Vec<u8>, message_count: u64, message_id: RawJson<'_>) {
-    out.extend_from_slice(b"\"context\":\"response\",\"messageCount\":");
-    write_json(out, &message_count);
-    out.extend_from_slice(b",\"messageId\":");
-    out.extend_from_slice(message_id.0.as_bytes());
-    out.extend_from_slice(b"}\r\n");
+    out.extend_from_slice(b"\"context\":\"response\"");
+    ok_tail(out, message_count, message_id);
 }
 
 /// `{"welcome":<text>,"context":"api"}`
@@ -73,6 +71,7 @@ pub fn verb_ok_raw(out: &mut Vec<u8>, data: RawJson<'_>, count: u64, id: RawJson
 
 const OK_HEAD: &[u8] = b"{\"status\":\"OK\",\"context\":\"response\",\"data\":";
 
+/// `,"messageCount":N,"messageId":ID}` + EOL.
 fn ok_tail(out: &mut Vec<u8>, count: u64, id: RawJson<'_>) {
     out.extend_from_slice(b",\"messageCount\":");
     write_json(out, &count);
