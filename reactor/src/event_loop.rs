@@ -889,6 +889,8 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         conn.phase = Phase::Lingering(reason);
+        // Backpressure no longer applies: lingering input is read only to be discarded.
+        conn.read_paused = false;
         if conn.readable {
             self.core.mark_ready(id);
         }
