@@ -10,29 +10,35 @@ use clap::Parser;
 ///
 /// With no options it serves the embedded defaults: plain TCP on 0.0.0.0:5000, rooms
 /// `defaultRoom` and `otherRoom`, files from ./public. Connect with `nc localhost 5000`.
+/// Each flag can also be set through the environment variable shown; a flag wins over it.
 #[derive(Debug, Parser)]
 #[command(name = "actionwire", version, about, long_about)]
 struct Cli {
     /// JSON configuration file with actionhero's key names (`general`, `servers.socket`,
     /// `workers`); see the README for every key. Flags below override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ACTIONWIRE_CONFIG")]
     config: Option<PathBuf>,
 
     /// TCP port of the socket server (servers.socket.port; default 5000; 0 picks a free one).
-    #[arg(long)]
+    #[arg(long, env = "ACTIONWIRE_PORT")]
     port: Option<u16>,
 
     /// Address to listen on (servers.socket.bindIP; default 0.0.0.0). `::` listens on IPv6
     /// and IPv4 at once.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", env = "ACTIONWIRE_BIND")]
     bind: Option<String>,
 
     /// Worker threads that run actions (workers.count; 0 = one per core).
-    #[arg(long)]
+    #[arg(long, env = "ACTIONWIRE_WORKERS")]
     workers: Option<usize>,
 
     /// Log level: error, warn, info, debug (connections open/close) or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        env = "ACTIONWIRE_LOG_LEVEL"
+    )]
     log_level: log::LevelFilter,
 }
 
