@@ -9,6 +9,7 @@
 //! - [`output`]: the output queue (owned, shared and file chunks; vectored writes);
 //! - [`pool`]: the worker pool and its completion queue + `mio::Waker`;
 //! - [`errors`]: the one place where socket `io::Error`s are classified;
+//! - [`wheel`]: the hashed timer wheel (keep-alive, idle, handshake, linger, shutdown);
 //! - [`event_loop`]: the loop itself (accept, read, dispatch, flush, close, shutdown).
 
 pub mod conn;
@@ -16,6 +17,7 @@ pub mod errors;
 pub mod event_loop;
 pub mod output;
 pub mod pool;
+pub mod wheel;
 
 pub use conn::{CloseReason, ConnId};
 pub use event_loop::{Core, Handler, Reactor, ReactorConfig, ReactorStats, ShutdownHandle};
