@@ -275,6 +275,21 @@ impl Api {
         self.pending_actions.load(Ordering::Relaxed)
     }
 
+    /// Keep-alive lines sent since start.
+    pub fn keepalive_pings(&self) -> u64 {
+        self.reactor.keepalive_pings.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed by `idleTimeout` since start.
+    pub fn idle_timeouts(&self) -> u64 {
+        self.reactor.idle_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed by `handshakeTimeout` since start.
+    pub fn handshake_timeouts(&self) -> u64 {
+        self.reactor.handshake_timeouts.load(Ordering::Relaxed)
+    }
+
     /// The same object the `documentation` verb returns.
     pub fn documentation(&self) -> &Value {
         &self.documentation

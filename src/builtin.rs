@@ -158,6 +158,9 @@ fn status() -> Action {
         r.insert("connections".into(), json!(api.connections()));
         r.insert("rooms".into(), json!(api.rooms()));
         r.insert("pendingActions".into(), json!(api.pending_actions()));
+        r.insert("keepAlivePingsSent".into(), json!(api.keepalive_pings()));
+        r.insert("idleTimeouts".into(), json!(api.idle_timeouts()));
+        r.insert("handshakeTimeouts".into(), json!(api.handshake_timeouts()));
         Ok(())
     })
     .description("I will return some basic information about the API")

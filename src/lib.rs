@@ -130,6 +130,10 @@ impl ServerBuilder {
             read_pause_bytes: s.output_buffer_soft_limit.min(256 * 1024),
             shutdown_grace: Duration::from_millis(g.pending_shutdown_wait_limit),
             linger: Duration::from_secs(5),
+            keepalive_interval: Duration::from_millis(s.keep_alive_interval),
+            idle_timeout: Duration::from_millis(s.idle_timeout),
+            handshake_timeout: Duration::from_millis(s.handshake_timeout),
+            tcp_keepalive: s.set_keep_alive,
         };
 
         let server_id = if g.server_id.is_empty() {
@@ -241,6 +245,7 @@ impl Server {
         format!(
             "actionwire {} listening on {} (plain TCP; workers {}; maxConnections {}; \
              delimiter {:?}; maxLineBytes {}; maxDataLength {}; simultaneousActions {}; \
+             keepAliveInterval {} ms; idleTimeout {} ms; handshakeTimeout {} ms; \
              rooms [{}]; public [{}])",
             env!("CARGO_PKG_VERSION"),
             self.local_addr,
@@ -250,6 +255,9 @@ impl Server {
             s.max_line_bytes,
             s.max_data_length,
             self.config.general.simultaneous_actions,
+            s.keep_alive_interval,
+            s.idle_timeout,
+            s.handshake_timeout,
             rooms.join(", "),
             public.join(", "),
         )

@@ -32,6 +32,26 @@ struct Cli {
     #[arg(long, env = "ACTIONWIRE_WORKERS")]
     workers: Option<usize>,
 
+    /// Send `{"context":"api","status":"keep-alive",…}` to a connection after this many ms
+    /// without receiving anything, and again every interval while it stays silent
+    /// (servers.socket.keepAliveInterval; 0 = off).
+    #[arg(long, value_name = "MS", env = "ACTIONWIRE_KEEP_ALIVE_INTERVAL")]
+    keep_alive_interval: Option<u64>,
+
+    /// Close a connection after this many ms without receiving anything, with a Bye line
+    /// (servers.socket.idleTimeout; 0 = off).
+    #[arg(long, value_name = "MS", env = "ACTIONWIRE_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+
+    /// Close a connection that has not sent a complete line within this many ms
+    /// (servers.socket.handshakeTimeout; default 10000; 0 = off).
+    #[arg(long, value_name = "MS", env = "ACTIONWIRE_HANDSHAKE_TIMEOUT")]
+    handshake_timeout: Option<u64>,
+
+    /// Turn on TCP keepalive (SO_KEEPALIVE) on accepted sockets (servers.socket.setKeepAlive).
+    #[arg(long, env = "ACTIONWIRE_SET_KEEP_ALIVE")]
+    set_keep_alive: bool,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -67,6 +87,19 @@ fn main() -> ExitCode {
     }
     if let Some(workers) = cli.workers {
         config.workers.count = workers;
+    }
+    let socket = &mut config.servers.socket;
+    if let Some(ms) = cli.keep_alive_interval {
+        socket.keep_alive_interval = ms;
+    }
+    if let Some(ms) = cli.idle_timeout {
+        socket.idle_timeout = ms;
+    }
+    if let Some(ms) = cli.handshake_timeout {
+        socket.handshake_timeout = ms;
+    }
+    if cli.set_keep_alive {
+        socket.set_keep_alive = true;
     }
     if let Err(e) = config.validate() {
         return fail(&format!("configuration error: {e}"));

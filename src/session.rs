@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use actionwire_proto::encode::{self, From};
 use actionwire_proto::request::{self, JsonAction, Request, Verb};
 use actionwire_proto::scanner::{Event, Flow};
-use actionwire_proto::{RawJson, ScanConfig, Scanner};
-use actionwire_reactor::{CloseReason, ConnId, Core, Handler, JobPanic};
+use actionwire_proto::{LineLength, RawJson, ScanConfig, Scanner};
+use actionwire_reactor::{CloseReason, ConnId, Core, Handler, JobPanic, Timeout};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -203,7 +203,8 @@ impl Handler for App {
             Err(p) => log::error!("action job failed outside the action: {}", p.message),
         }
         if core.is_shutting_down() && pending == 0 {
-            self.state.bye_and_close(core, id, CloseReason::Shutdown);
+            self.state
+                .bye_and_close(core, id, None, CloseReason::Shutdown);
         }
     }
 
@@ -226,8 +227,29 @@ impl Handler for App {
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
         for id in core.open_ids() {
             if core.session(id).is_some_and(|s| s.pending_actions == 0) {
-                self.state.bye_and_close(core, id, CloseReason::Shutdown);
+                self.state
+                    .bye_and_close(core, id, None, CloseReason::Shutdown);
             }
+        }
+    }
+
+    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) {
+        let state = &mut self.state;
+        match timeout {
+            Timeout::KeepAlive => {
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                encode::keep_alive(&mut state.out, &now.to_string());
+                state.flush_out(core, id);
+            }
+            Timeout::Idle => {
+                state.bye_and_close(core, id, Some("idle timeout"), CloseReason::IdleTimeout);
+            }
+            Timeout::Handshake => state.bye_and_close(
+                core,
+                id,
+                Some("handshake timeout"),
+                CloseReason::HandshakeTimeout,
+            ),
         }
     }
 }
@@ -238,10 +260,13 @@ impl State {
     fn on_event(&mut self, core: &mut AppCore, id: ConnId, event: Event<'_>) -> Flow {
         match event {
             Event::Break => {
-                self.bye_and_close(core, id, CloseReason::Quit);
+                self.bye_and_close(core, id, None, CloseReason::Quit);
                 Flow::Stop
             }
             Event::TooLong { max, actual } => {
+                if matches!(actual, LineLength::Exact(_)) {
+                    core.handshake_done(id); // a whole line arrived, if an over-long one
+                }
                 let Some(s) = core.session_mut(id) else {
                     return Flow::Stop;
                 };
@@ -252,6 +277,8 @@ impl State {
                 Flow::Continue
             }
             Event::Line(bytes) => {
+                // A plain connection's handshake is its first complete line.
+                core.handshake_done(id);
                 let line = String::from_utf8_lossy(bytes);
                 self.on_line(core, id, &line)
             }
@@ -312,9 +339,17 @@ impl State {
         self.flush_out(core, id);
     }
 
-    fn bye_and_close(&mut self, core: &mut AppCore, id: ConnId, reason: CloseReason) {
+    /// The Bye line (with `reason` when the server ends the connection for a reason the
+    /// client should learn), then close.
+    fn bye_and_close(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        text: Option<&str>,
+        reason: CloseReason,
+    ) {
         self.leave_all(core, id);
-        encode::bye(&mut self.out, None);
+        encode::bye(&mut self.out, text);
         self.flush_out(core, id);
         core.close(id, reason);
     }
@@ -342,7 +377,7 @@ impl State {
         let word = request::first_word(args).0;
         match verb {
             Verb::Quit | Verb::Exit => {
-                self.bye_and_close(core, id, CloseReason::Quit);
+                self.bye_and_close(core, id, None, CloseReason::Quit);
                 return Flow::Stop;
             }
             Verb::ParamAdd => self.param_add(core, id, args, count, mid),

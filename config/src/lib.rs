@@ -150,7 +150,7 @@ pub struct Socket {
     pub port: u16,
     #[serde(rename = "bindIP")]
     pub bind_ip: String,
-    /// SO_KEEPALIVE on accepted sockets (arrives with the timer-wheel work).
+    /// SO_KEEPALIVE on accepted sockets.
     pub set_keep_alive: bool,
     pub delimiter: String,
     /// Protocol line limit in bytes; 0 = none (the hard cap still applies).
@@ -161,11 +161,11 @@ pub struct Socket {
     pub max_connections: usize,
     /// Listen backlog.
     pub backlog: u32,
-    /// Keep-alive line interval, ms; 0 = off (arrives with the timer-wheel work).
+    /// Keep-alive line after this long without receiving anything, ms; 0 = off.
     pub keep_alive_interval: u64,
-    /// Idle close, ms; 0 = off (arrives with the timer-wheel work).
+    /// Close after this long without receiving anything, ms; 0 = off.
     pub idle_timeout: u64,
-    /// First-line / TLS handshake deadline, ms (arrives with the timer-wheel work).
+    /// First line (plain) / TLS handshake deadline, ms; 0 = off.
     pub handshake_timeout: u64,
     /// Output queued for one connection above which it must drain within
     /// `outputBufferSoftSeconds`, bytes.
@@ -338,18 +338,6 @@ impl Config {
     pub fn inactive_keys(&self) -> Vec<&'static str> {
         let s = &self.servers.socket;
         let mut keys = Vec::new();
-        if s.keep_alive_interval != 0 {
-            keys.push("servers.socket.keepAliveInterval");
-        }
-        if s.idle_timeout != 0 {
-            keys.push("servers.socket.idleTimeout");
-        }
-        if s.handshake_timeout != Socket::default().handshake_timeout {
-            keys.push("servers.socket.handshakeTimeout");
-        }
-        if s.set_keep_alive {
-            keys.push("servers.socket.setKeepAlive");
-        }
         if s.server_options != ServerOptions::default() {
             keys.push("servers.socket.serverOptions");
         }
@@ -433,16 +421,10 @@ mod tests {
     #[test]
     fn later_features_are_accepted_and_listed() {
         let c = Config::from_json(
-            r#"{"servers":{"socket":{"keepAliveInterval":1000,"setKeepAlive":true}}}"#,
+            r#"{"servers":{"socket":{"keepAliveInterval":1000,"serverOptions":{"cert":"c.pem"}}}}"#,
         )
         .expect("valid");
-        assert_eq!(
-            c.inactive_keys(),
-            vec![
-                "servers.socket.keepAliveInterval",
-                "servers.socket.setKeepAlive"
-            ]
-        );
+        assert_eq!(c.inactive_keys(), vec!["servers.socket.serverOptions"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use mio::Token;
 use mio::net::TcpStream;
 
 use crate::output::OutQueue;
+use crate::wheel::Link;
 
 const _: () = assert!(
     usize::BITS >= 64,
@@ -78,6 +79,10 @@ pub enum CloseReason {
     Error,
     /// Server shutdown.
     Shutdown,
+    /// Nothing was received for `idleTimeout`.
+    IdleTimeout,
+    /// The handshake (TLS) or first line (plain) did not complete in time.
+    HandshakeTimeout,
 }
 
 impl CloseReason {
@@ -88,6 +93,8 @@ impl CloseReason {
             CloseReason::OutputLimit => "output limit",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::HandshakeTimeout => "handshake timeout",
         }
     }
 }
@@ -128,6 +135,15 @@ pub(crate) struct Conn<S> {
     pub(crate) read_paused: bool,
     /// Since when the queued output has been above the soft limit.
     pub(crate) over_soft_since: Option<std::time::Instant>,
+    /// This connection's timer-wheel entry.
+    pub(crate) timer: Link,
+    /// Ticks (low 32 bits) of the last bytes received, the last keep-alive ping sent, and
+    /// the accept. Activity only stamps `last_rx`; the wheel entry re-checks on firing.
+    pub(crate) last_rx: u32,
+    pub(crate) last_ping: u32,
+    pub(crate) opened: u32,
+    /// The application has not yet declared the handshake (first line, TLS) complete.
+    pub(crate) handshaking: bool,
     pub(crate) session: S,
 }
 

@@ -21,6 +21,7 @@ use crate::conn::{CloseReason, Conn, ConnId, Phase};
 use crate::errors::{IoClass, classify};
 use crate::output::{Flushed, OutQueue};
 use crate::pool::{Done, JobPanic, Pool};
+use crate::wheel::{Link, Links, Wheel};
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`.
@@ -35,6 +36,13 @@ const WRITE_BUDGET: usize = 1 << 20;
 const ACCEPTS_PER_TURN: usize = 256;
 /// Queued files per connection at which reading pauses (each holds a file descriptor).
 const MAX_QUEUED_FILES: usize = 4;
+/// Length of a timer-wheel tick.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Timers fired per loop turn before the rest wait for the next turn (fairness).
+const TIMERS_PER_TURN: usize = 4096;
+/// Largest random delay added to keep-alive and idle deadlines, in ticks, so connections
+/// that arrived (or spoke) together do not all fire in the same tick.
+const MAX_JITTER_TICKS: u64 = 10;
 /// How long to stop accepting after running out of file descriptors.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -58,6 +66,14 @@ pub struct ReactorConfig {
     pub shutdown_grace: Duration,
     /// How long a closing connection may take to drain its output and see the peer's FIN.
     pub linger: Duration,
+    /// Send a keep-alive after this long without receiving anything (zero: off).
+    pub keepalive_interval: Duration,
+    /// Close after this long without receiving anything (zero: off).
+    pub idle_timeout: Duration,
+    /// Close a connection whose handshake is not complete after this long (zero: off).
+    pub handshake_timeout: Duration,
+    /// SO_KEEPALIVE on accepted sockets.
+    pub tcp_keepalive: bool,
 }
 
 impl Default for ReactorConfig {
@@ -72,6 +88,10 @@ impl Default for ReactorConfig {
             read_pause_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
             linger: Duration::from_secs(5),
+            keepalive_interval: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+            tcp_keepalive: false,
         }
     }
 }
@@ -85,6 +105,21 @@ pub struct ReactorStats {
     pub closed_output_limit: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub keepalive_pings: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+}
+
+/// A timer that came due for an open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The handshake (first line, or TLS) did not complete within `handshake_timeout`. The
+    /// handler says goodbye; the reactor closes the connection if the handler did not.
+    Handshake,
+    /// Nothing was received for `idle_timeout`. Closed as above.
+    Idle,
+    /// Nothing was received for `keepalive_interval` (again, after the last ping).
+    KeepAlive,
 }
 
 /// The application side of the loop. Every method runs on the loop thread.
@@ -117,6 +152,8 @@ pub trait Handler: Sized {
     );
     /// Shutdown began: listeners are closed; close connections as they finish.
     fn on_shutdown(&mut self, core: &mut Core<Self>);
+    /// A timer came due for an open connection.
+    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout);
 }
 
 /// Asks a running loop to shut down gracefully (from any thread, e.g. a signal handler).
@@ -145,13 +182,45 @@ pub struct Core<H: Handler> {
     dirty: Vec<ConnId>,
     /// Connections marked dead, removed at the end of the turn.
     dead: Vec<ConnId>,
-    /// Linger deadlines of closing connections, in deadline order (fixed linger time).
-    lingering: VecDeque<(ConnId, Instant)>,
+    /// One entry per connection: handshake, idle, keep-alive, linger and shutdown deadlines.
+    wheel: Wheel,
+    /// Deadlines in ticks (0 = off).
+    timers: TimerTicks,
+    /// Tick at which shutdown stops waiting.
+    shutdown_tick: Option<u64>,
+    origin: Instant,
+    tick: u64,
+    rng: fastrand::Rng,
     pool: Pool<H::Completion>,
     cfg: ReactorConfig,
     stats: Arc<ReactorStats>,
     shutting_down: bool,
     now: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TimerTicks {
+    keepalive: u64,
+    idle: u64,
+    handshake: u64,
+    linger: u64,
+    shutdown_grace: u64,
+}
+
+fn ticks(d: Duration) -> u64 {
+    let t = TICK.as_millis();
+    u64::try_from(d.as_millis().div_ceil(t)).unwrap_or(u64::MAX / 4)
+}
+
+impl<S> Links for Slab<Conn<S>> {
+    fn link(&mut self, slot: u32) -> &mut Link {
+        &mut self[slot as usize].timer
+    }
+}
+
+/// `stamp` (low 32 bits of a tick) as a full tick, assuming it is not after `now`.
+fn widen(stamp: u32, now: u64) -> u64 {
+    now.saturating_sub(u64::from((now as u32).wrapping_sub(stamp)))
 }
 
 impl<H: Handler> Core<H> {
@@ -210,6 +279,55 @@ impl<H: Handler> Core<H> {
     /// The time at the start of this loop turn.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The handshake of `id` is complete (for a plain connection: its first line arrived):
+    /// the handshake timeout no longer applies.
+    pub fn handshake_done(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.handshaking = false;
+        }
+    }
+
+    /// Links `id`'s wheel entry at its next deadline (or unlinks it when none applies).
+    /// Deadlines are recomputed from the stamps when the entry fires.
+    fn schedule(&mut self, id: ConnId) {
+        let now = self.tick;
+        let t = self.timers;
+        let shutdown = self.shutdown_tick;
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        let last_rx = widen(conn.last_rx, now);
+        let deadline = match conn.phase {
+            Phase::Open => {
+                let mut next = [
+                    (conn.handshaking && t.handshake > 0)
+                        .then(|| widen(conn.opened, now) + t.handshake),
+                    (t.idle > 0).then(|| last_rx + t.idle),
+                    (t.keepalive > 0)
+                        .then(|| last_rx.max(widen(conn.last_ping, now)) + t.keepalive),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                if next.is_some() {
+                    let jitter = (t.keepalive.max(t.idle) / 10).min(MAX_JITTER_TICKS);
+                    next = next.map(|d| d + self.rng.u64(0..=jitter));
+                }
+                match (next, shutdown) {
+                    (Some(d), Some(s)) => Some(d.min(s)),
+                    (d, s) => d.or(s),
+                }
+            }
+            // Closing connections have their linger deadline set by `close`.
+            Phase::Draining(_) | Phase::Lingering(_) | Phase::Dead(_) => return,
+        };
+        let slot = id.slot() as u32;
+        match deadline {
+            Some(d) => self.wheel.insert(&mut self.conns, slot, d),
+            None => self.wheel.cancel(&mut self.conns, slot),
+        }
     }
 
     pub fn stats(&self) -> &Arc<ReactorStats> {
@@ -310,10 +428,14 @@ impl<H: Handler> Core<H> {
     /// Closes a connection after its queued output is written. Nothing more is read from it
     /// or queued to it; `on_close` follows once it is gone.
     pub fn close(&mut self, id: ConnId, reason: CloseReason) {
-        let deadline = self.now + self.cfg.linger;
+        let mut deadline = self.tick + self.timers.linger;
+        if let Some(s) = self.shutdown_tick {
+            deadline = deadline.min(s);
+        }
         if let Some(conn) = self.conn_mut(id).filter(|c| c.is_open()) {
             conn.phase = Phase::Draining(reason);
-            self.lingering.push_back((id, deadline));
+            self.wheel
+                .insert(&mut self.conns, id.slot() as u32, deadline);
             self.mark_dirty(id);
         }
     }
@@ -375,7 +497,9 @@ pub struct Reactor<H: Handler> {
     completions: Vec<Done<H::Completion>>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    shutdown_deadline: Option<Instant>,
+    fired: Vec<u32>,
+    /// The fire budget ran out last turn: more timers are due now.
+    timers_behind: bool,
 }
 
 impl<H: Handler> Reactor<H> {
@@ -392,14 +516,29 @@ impl<H: Handler> Reactor<H> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let pool = Pool::new(cfg.workers.max(1), Arc::clone(&waker))?;
-        let max = cfg.max_connections.clamp(1, u32::MAX as usize - 1);
+        let max = cfg
+            .max_connections
+            .clamp(1, crate::wheel::MAX_SLOT as usize);
+        let timers = TimerTicks {
+            keepalive: ticks(cfg.keepalive_interval),
+            idle: ticks(cfg.idle_timeout),
+            handshake: ticks(cfg.handshake_timeout),
+            linger: ticks(cfg.linger).max(1),
+            shutdown_grace: ticks(cfg.shutdown_grace),
+        };
+        let origin = Instant::now();
         let core = Core {
             conns: Slab::new(),
             next_gen: 0,
             ready: VecDeque::new(),
             dirty: Vec::new(),
             dead: Vec::new(),
-            lingering: VecDeque::new(),
+            wheel: Wheel::new(0),
+            timers,
+            shutdown_tick: None,
+            origin,
+            tick: 0,
+            rng: fastrand::Rng::new(),
             pool,
             cfg: ReactorConfig {
                 max_connections: max,
@@ -420,7 +559,8 @@ impl<H: Handler> Reactor<H> {
             completions: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
-            shutdown_deadline: None,
+            fired: Vec::new(),
+            timers_behind: false,
         })
     }
 
@@ -478,6 +618,7 @@ impl<H: Handler> Reactor<H> {
                 }
             }
             self.core.now = Instant::now();
+            self.core.tick = self.tick_at(self.core.now);
             let mut woke = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -519,7 +660,7 @@ impl<H: Handler> Reactor<H> {
             }
             self.accept_all();
             self.read_ready();
-            self.expire_deadlines();
+            self.expire_timers();
             self.flush_dirty();
             self.reap_dead();
             if self.core.shutting_down && self.core.conns.is_empty() {
@@ -529,25 +670,37 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    fn tick_at(&self, t: Instant) -> u64 {
+        u64::try_from(t.duration_since(self.core.origin).as_millis() / TICK.as_millis())
+            .unwrap_or(u64::MAX / 4)
+    }
+
+    /// The poll timeout: zero while work is left, else until the wheel's next tick or the
+    /// accept retry, whichever comes first; forever when there is neither.
     fn next_timeout(&self) -> Option<Duration> {
         let c = &self.core;
         let accept_now = self.accept_pause.is_none() && self.listeners.iter().any(|l| l.ready);
-        if !c.ready.is_empty() || !c.dirty.is_empty() || !c.dead.is_empty() || accept_now {
+        if !c.ready.is_empty()
+            || !c.dirty.is_empty()
+            || !c.dead.is_empty()
+            || accept_now
+            || self.timers_behind
+        {
             return Some(Duration::ZERO);
         }
         let accept_retry = match self.accept_pause {
             Some(AcceptPause::Exhausted(at)) => Some(at),
             _ => None,
         };
-        [
-            c.lingering.front().map(|&(_, at)| at),
-            self.shutdown_deadline,
-            accept_retry,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(Instant::now()))
+        let wheel = c.wheel.next_tick().map(|t| {
+            let ms = t.saturating_mul(TICK.as_millis() as u64);
+            c.origin + Duration::from_millis(ms)
+        });
+        [wheel, accept_retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn on_wake(&mut self) {
@@ -577,7 +730,24 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.core.shutting_down = true;
-        self.shutdown_deadline = Some(self.core.now + self.core.cfg.shutdown_grace);
+        let deadline = self.core.tick + self.core.timers.shutdown_grace;
+        self.core.shutdown_tick = Some(deadline);
+        // Every connection's entry now fires by the deadline at the latest.
+        let ids: Vec<ConnId> = self
+            .core
+            .conns
+            .iter()
+            .map(|(slot, c)| ConnId::new(slot, c.generation))
+            .collect();
+        for id in ids {
+            let slot = id.slot() as u32;
+            let linked = self.core.conns[id.slot()].timer;
+            let later =
+                !linked.is_linked() || (linked.deadline().wrapping_sub(deadline as u32) as i32) > 0;
+            if later {
+                self.core.wheel.insert(&mut self.core.conns, slot, deadline);
+            }
+        }
         self.handler.on_shutdown(&mut self.core);
     }
 
@@ -641,6 +811,11 @@ impl<H: Handler> Reactor<H> {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on {peer}: {e}");
         }
+        if self.core.cfg.tcp_keepalive {
+            if let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true) {
+                log::debug!("SO_KEEPALIVE on {peer}: {e}");
+            }
+        }
         let peer = normalize(peer);
         let generation = self.core.next_generation();
         let slot = self.core.conns.vacant_key();
@@ -668,9 +843,15 @@ impl<H: Handler> Reactor<H> {
             in_dirty: false,
             read_paused: false,
             over_soft_since: None,
+            timer: Link::default(),
+            last_rx: self.core.tick as u32,
+            last_ping: self.core.tick as u32,
+            opened: self.core.tick as u32,
+            handshaking: true,
             session,
         });
         debug_assert_eq!(key, slot);
+        self.core.schedule(id);
         let stats = &self.core.stats;
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
@@ -692,6 +873,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Reads from one connection, up to the per-turn budget.
     fn read_conn(&mut self, id: ConnId) {
+        let tick = self.core.tick as u32;
         for _ in 0..READS_PER_TURN {
             let pause_at = self.core.cfg.read_pause_bytes;
             let Some(conn) = self.core.conn_mut(id) else {
@@ -728,6 +910,8 @@ impl<H: Handler> Reactor<H> {
                     if n < self.read_buf.len() && !conn.read_closed {
                         conn.readable = false;
                     }
+                    // Activity only stamps: the wheel entry re-checks when it fires.
+                    conn.last_rx = tick;
                     self.core
                         .stats
                         .bytes_in
@@ -771,35 +955,85 @@ impl<H: Handler> Reactor<H> {
         self.core.kill(id, reason);
     }
 
-    fn expire_deadlines(&mut self) {
-        let now = self.core.now;
-        while let Some(&(id, at)) = self.core.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.core.lingering.pop_front();
-            if let Some(conn) = self.core.conn(id) {
-                if let Phase::Draining(r) | Phase::Lingering(r) = conn.phase {
-                    log::debug!("connection {} did not finish closing in time", conn.peer);
-                    self.core.kill(id, r);
-                }
-            }
+    /// Fires due wheel entries (bounded per turn) and acts on each connection's stamps.
+    fn expire_timers(&mut self) {
+        let now = self.core.tick;
+        let mut fired = std::mem::take(&mut self.fired);
+        let n = self
+            .core
+            .wheel
+            .advance(&mut self.core.conns, now, TIMERS_PER_TURN, &mut fired);
+        self.timers_behind = n == TIMERS_PER_TURN;
+        for slot in fired.drain(..) {
+            let Some(conn) = self.core.conns.get(slot as usize) else {
+                debug_assert!(
+                    false,
+                    "wheel entries are unlinked before their slot is freed"
+                );
+                continue;
+            };
+            let id = ConnId::new(slot as usize, conn.generation);
+            self.on_timer(id, now);
         }
-        if self.shutdown_deadline.is_some_and(|at| at <= now) {
-            self.shutdown_deadline = None;
-            let left = self.core.conns.len();
-            if left > 0 {
-                log::warn!("shutdown grace over: dropping {left} connections");
+        self.fired = fired;
+    }
+
+    /// A connection's entry fired: decide from its stamps what is due, act, and relink.
+    fn on_timer(&mut self, id: ConnId, now: u64) {
+        let t = self.core.timers;
+        let shutdown_over = self.core.shutdown_tick.is_some_and(|s| now >= s);
+        let Some(conn) = self.core.conn(id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Dead(_) => return,
+            Phase::Draining(r) | Phase::Lingering(r) => {
+                log::debug!("connection {} did not finish closing in time", conn.peer);
+                self.core.kill(id, r);
+                return;
             }
-            let ids: Vec<ConnId> = self
-                .core
-                .conns
-                .iter()
-                .map(|(slot, c)| ConnId::new(slot, c.generation))
-                .collect();
-            for id in ids {
-                self.core.kill(id, CloseReason::Shutdown);
+            Phase::Open => {}
+        }
+        if shutdown_over {
+            self.core.kill(id, CloseReason::Shutdown);
+            return;
+        }
+        let since_rx = now - widen(conn.last_rx, now);
+        let since_ping = now - widen(conn.last_ping, now);
+        let since_open = now - widen(conn.opened, now);
+        let due = if conn.handshaking && t.handshake > 0 && since_open >= t.handshake {
+            Some(Timeout::Handshake)
+        } else if t.idle > 0 && since_rx >= t.idle {
+            Some(Timeout::Idle)
+        } else if t.keepalive > 0 && since_rx.min(since_ping) >= t.keepalive {
+            Some(Timeout::KeepAlive)
+        } else {
+            None
+        };
+        let stats = &self.core.stats;
+        match due {
+            Some(Timeout::KeepAlive) => {
+                stats.keepalive_pings.fetch_add(1, Ordering::Relaxed);
+                if let Some(conn) = self.core.conn_mut(id) {
+                    conn.last_ping = now as u32;
+                }
+                self.handler
+                    .on_timeout(&mut self.core, id, Timeout::KeepAlive);
             }
+            Some(timeout) => {
+                let (counter, reason) = match timeout {
+                    Timeout::Idle => (&stats.idle_timeouts, CloseReason::IdleTimeout),
+                    _ => (&stats.handshake_timeouts, CloseReason::HandshakeTimeout),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.handler.on_timeout(&mut self.core, id, timeout);
+                // The handler says goodbye; the connection closes either way.
+                self.core.close(id, reason);
+            }
+            None => {}
+        }
+        if self.core.is_open(id) {
+            self.core.schedule(id);
         }
     }
 
@@ -905,6 +1139,9 @@ impl<H: Handler> Reactor<H> {
                 debug_assert!(false, "only dead connections are reaped");
                 continue;
             };
+            self.core
+                .wheel
+                .cancel(&mut self.core.conns, id.slot() as u32);
             let mut conn = self.core.conns.remove(id.slot());
             if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
                 log::debug!("deregistering {}: {e}", conn.peer);

@@ -20,5 +20,7 @@ pub mod pool;
 pub mod wheel;
 
 pub use conn::{CloseReason, ConnId};
-pub use event_loop::{Core, Handler, Reactor, ReactorConfig, ReactorStats, ShutdownHandle};
+pub use event_loop::{
+    Core, Handler, Reactor, ReactorConfig, ReactorStats, ShutdownHandle, TICK, Timeout,
+};
 pub use pool::JobPanic;
