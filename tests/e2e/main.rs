@@ -8,4 +8,5 @@ mod harness;
 mod load;
 mod rooms;
 mod shutdown;
+mod timers;
 mod verbs;
