@@ -33,7 +33,10 @@ pub struct Link {
     deadline: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Link>() == 12, "a timer costs 12 bytes per slot");
+const _: () = assert!(
+    std::mem::size_of::<Link>() == 12,
+    "a timer costs 12 bytes per slot"
+);
 
 impl Default for Link {
     fn default() -> Self {
