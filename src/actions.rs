@@ -160,10 +160,10 @@ impl Action {
         let mut missing: Option<&str> = None;
         let mut invalid: Option<String> = None;
         for input in &self.inputs {
-            if is_missing(params.get(&input.name)) {
-                if let Some(d) = &input.default {
-                    params.insert(input.name.clone(), d.clone());
-                }
+            if is_missing(params.get(&input.name))
+                && let Some(d) = &input.default
+            {
+                params.insert(input.name.clone(), d.clone());
             }
             if !is_missing(params.get(&input.name)) {
                 if let Some(fmt) = &input.formatter {
@@ -178,10 +178,10 @@ impl Action {
                         }
                     }
                 }
-                if let (Some(val), Some(v)) = (&input.validator, params.get(&input.name)) {
-                    if let Err(msg) = val(v) {
-                        invalid.get_or_insert(msg);
-                    }
+                if let (Some(val), Some(v)) = (&input.validator, params.get(&input.name))
+                    && let Err(msg) = val(v)
+                {
+                    invalid.get_or_insert(msg);
                 }
             }
             if input.required && is_missing(params.get(&input.name)) {

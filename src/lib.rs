@@ -31,6 +31,7 @@ pub mod limits;
 pub mod rooms;
 mod session;
 pub mod time;
+pub mod tls;
 
 use std::fmt;
 use std::io;
@@ -55,6 +56,7 @@ use session::{App, Settings};
 pub enum StartError {
     Config(ConfigError),
     Actions(RegistryError),
+    Tls(tls::TlsError),
     Listen { addr: SocketAddr, source: io::Error },
     Io(io::Error),
 }
@@ -64,6 +66,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "configuration error: {e}"),
             StartError::Actions(e) => write!(f, "action error: {e}"),
+            StartError::Tls(e) => write!(f, "TLS configuration error: {e}"),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Io(e) => write!(f, "cannot start the event loop: {e}"),
         }
@@ -175,12 +178,35 @@ impl ServerBuilder {
             message: "must be an IP address".into(),
         })?;
         let addr = SocketAddr::new(ip, s.port);
+        let main_tls = if s.secure {
+            Some(tls::server_config(&s.server_options, "servers.socket").map_err(StartError::Tls)?)
+        } else {
+            None
+        };
         let local_addr = reactor
-            .listen(addr)
+            .listen(addr, main_tls)
             .map_err(|source| StartError::Listen { addr, source })?;
+        let t = &cfg.servers.socket_tls;
+        let tls_local_addr = if t.enabled {
+            let config = tls::server_config(&t.server_options, "servers.socketTls")
+                .map_err(StartError::Tls)?;
+            let ip: IpAddr = t.bind_ip.parse().map_err(|_| ConfigError {
+                key: "servers.socketTls.bindIP".into(),
+                message: "must be an IP address".into(),
+            })?;
+            let addr = SocketAddr::new(ip, t.port);
+            Some(
+                reactor
+                    .listen(addr, Some(config))
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             reactor,
             local_addr,
+            tls_local_addr,
             config: cfg,
             summary,
             api,
@@ -198,6 +224,7 @@ struct Summary {
 pub struct Server {
     reactor: Reactor<App>,
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     config: Config,
     summary: Summary,
     api: Arc<Api>,
@@ -214,6 +241,11 @@ impl Server {
     /// The address the socket server listens on (the real port when configured with 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the second, TLS listener (`servers.socketTls`), when enabled.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// A handle that shuts the server down gracefully from any thread.
@@ -243,12 +275,16 @@ impl Server {
             .map(|p| p.display().to_string())
             .collect();
         format!(
-            "actionwire {} listening on {} (plain TCP; workers {}; maxConnections {}; \
+            "actionwire {} listening on {} ({}{}; workers {}; maxConnections {}; \
              delimiter {:?}; maxLineBytes {}; maxDataLength {}; simultaneousActions {}; \
              keepAliveInterval {} ms; idleTimeout {} ms; handshakeTimeout {} ms; \
              rooms [{}]; public [{}])",
             env!("CARGO_PKG_VERSION"),
             self.local_addr,
+            if s.secure { "TLS" } else { "plain TCP" },
+            self.tls_local_addr
+                .map(|a| format!(", and TLS on {a}"))
+                .unwrap_or_default(),
             self.summary.workers,
             self.summary.max_connections,
             s.delimiter,

@@ -52,6 +52,30 @@ struct Cli {
     #[arg(long, env = "ACTIONWIRE_SET_KEEP_ALIVE")]
     set_keep_alive: bool,
 
+    /// PEM certificate chain for TLS. With --tls-key and no --tls-port, the main listener
+    /// speaks TLS (servers.socket.secure + serverOptions.cert).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ACTIONWIRE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, SEC1 or RSA) for --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ACTIONWIRE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Also listen for TLS on this port (servers.socketTls), keeping the main listener plain;
+    /// uses --tls-cert/--tls-key.
+    #[arg(long, value_name = "PORT", env = "ACTIONWIRE_TLS_PORT")]
+    tls_port: Option<u16>,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -66,6 +90,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_level(cli.log_level)
+        // rustls logs every alert and handshake step at debug; ours say what matters.
+        .with_module_level("rustls", cli.log_level.min(log::LevelFilter::Info))
         .with_utc_timestamps()
         .init()
     {
@@ -101,11 +127,25 @@ fn main() -> ExitCode {
     if cli.set_keep_alive {
         socket.set_keep_alive = true;
     }
+    if let Some(port) = cli.tls_port {
+        let t = &mut config.servers.socket_tls;
+        t.enabled = true;
+        t.port = port;
+        if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+            t.server_options.cert = Some(cert.clone());
+            t.server_options.key = Some(key.clone());
+        }
+    } else if let (Some(cert), Some(key)) = (cli.tls_cert, cli.tls_key) {
+        let socket = &mut config.servers.socket;
+        socket.secure = true;
+        socket.server_options.cert = Some(cert);
+        socket.server_options.key = Some(key);
+    }
     if let Err(e) = config.validate() {
         return fail(&format!("configuration error: {e}"));
     }
     for key in config.inactive_keys() {
-        log::warn!("{key} is accepted but has no effect in this version yet");
+        log::warn!("{key} is set but has no effect");
     }
 
     let server = match Server::builder(config).build() {

@@ -137,6 +137,32 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Servers {
     pub socket: Socket,
+    /// A second listener of the same socket server that always speaks TLS (e.g. plain on
+    /// 5000 and TLS on 5001). Protocol settings (delimiter, limits, timeouts) come from
+    /// `servers.socket`.
+    pub socket_tls: TlsListener,
+}
+
+/// `servers.socketTls.*`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TlsListener {
+    pub enabled: bool,
+    pub port: u16,
+    #[serde(rename = "bindIP")]
+    pub bind_ip: String,
+    pub server_options: ServerOptions,
+}
+
+impl Default for TlsListener {
+    fn default() -> Self {
+        TlsListener {
+            enabled: false,
+            port: 5001,
+            bind_ip: "0.0.0.0".into(),
+            server_options: ServerOptions::default(),
+        }
+    }
 }
 
 /// `servers.socket.*`: the TCP socket server.
@@ -144,7 +170,7 @@ pub struct Servers {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Socket {
     pub enabled: bool,
-    /// TLS (arrives with the TLS work; refused at start until then).
+    /// Speak TLS on this listener (`serverOptions.cert` and `.key` required).
     pub secure: bool,
     pub server_options: ServerOptions,
     pub port: u16,
@@ -199,14 +225,42 @@ impl Default for Socket {
     }
 }
 
-/// `servers.socket.serverOptions.*`: TLS material (PEM file paths).
+/// `serverOptions.*`: TLS material (PEM file paths).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServerOptions {
+    /// Certificate chain, leaf first.
     pub cert: Option<PathBuf>,
+    /// Private key: PKCS#8, SEC1 or RSA (PKCS#1).
     pub key: Option<PathBuf>,
+    /// CA certificates that sign acceptable client certificates (with `requestCert`).
     pub ca: Option<PathBuf>,
+    /// Require a client certificate signed by `ca` (mTLS).
     pub request_cert: bool,
+}
+
+impl ServerOptions {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.cert.is_none() {
+            return Err(ConfigError::new(
+                &format!("{prefix}.serverOptions.cert"),
+                "required for TLS: the PEM certificate chain file",
+            ));
+        }
+        if self.key.is_none() {
+            return Err(ConfigError::new(
+                &format!("{prefix}.serverOptions.key"),
+                "required for TLS: the PEM private key file",
+            ));
+        }
+        if self.request_cert && self.ca.is_none() {
+            return Err(ConfigError::new(
+                &format!("{prefix}.serverOptions.ca"),
+                "required with requestCert: the PEM CA that signs client certificates",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `workers.*`: the pool that runs actions.
@@ -289,10 +343,17 @@ impl Config {
             );
         }
         if s.secure {
-            return err(
-                "servers.socket.secure",
-                "TLS is not available in this version yet; remove `secure: true`",
-            );
+            s.server_options.validate("servers.socket")?;
+        }
+        let t = &self.servers.socket_tls;
+        if t.enabled {
+            t.server_options.validate("servers.socketTls")?;
+            if t.bind_ip.parse::<IpAddr>().is_err() {
+                return err(
+                    "servers.socketTls.bindIP",
+                    "must be an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::",
+                );
+            }
         }
         if s.bind_ip.parse::<IpAddr>().is_err() {
             return err(
@@ -333,13 +394,17 @@ impl Config {
         Ok(())
     }
 
-    /// Keys that are accepted but whose feature is not implemented yet, when set to a
-    /// non-default value (the binary logs them as warnings).
+    /// Keys that are set but have no effect with the rest of this configuration (the binary
+    /// logs them as warnings).
     pub fn inactive_keys(&self) -> Vec<&'static str> {
         let s = &self.servers.socket;
+        let t = &self.servers.socket_tls;
         let mut keys = Vec::new();
-        if s.server_options != ServerOptions::default() {
-            keys.push("servers.socket.serverOptions");
+        if !s.secure && s.server_options != ServerOptions::default() {
+            keys.push("servers.socket.serverOptions (used only with secure: true)");
+        }
+        if !t.enabled && t.server_options != ServerOptions::default() {
+            keys.push("servers.socketTls.serverOptions (used only with enabled: true)");
         }
         keys
     }
@@ -413,7 +478,13 @@ mod tests {
         let e = error_of(r#"{"general":{"startingChatRooms":{"a":{"x":1}}}}"#);
         assert_eq!(e.key, "general.startingChatRooms.a");
         let e = error_of(r#"{"servers":{"socket":{"secure":true}}}"#);
-        assert_eq!(e.key, "servers.socket.secure");
+        assert_eq!(e.key, "servers.socket.serverOptions.cert");
+        let e = error_of(r#"{"servers":{"socket":{"secure":true,"serverOptions":{"cert":"c"}}}}"#);
+        assert_eq!(e.key, "servers.socket.serverOptions.key");
+        let e = error_of(
+            r#"{"servers":{"socketTls":{"enabled":true,"serverOptions":{"cert":"c","key":"k","requestCert":true}}}}"#,
+        );
+        assert_eq!(e.key, "servers.socketTls.serverOptions.ca");
         let e = error_of("{");
         assert!(e.message.contains("EOF"), "{e}");
     }
@@ -424,7 +495,10 @@ mod tests {
             r#"{"servers":{"socket":{"keepAliveInterval":1000,"serverOptions":{"cert":"c.pem"}}}}"#,
         )
         .expect("valid");
-        assert_eq!(c.inactive_keys(), vec!["servers.socket.serverOptions"]);
+        assert_eq!(
+            c.inactive_keys(),
+            vec!["servers.socket.serverOptions (used only with secure: true)"]
+        );
     }
 
     #[test]

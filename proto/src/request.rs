@@ -106,18 +106,18 @@ pub fn classify(line: &str) -> Request<'_> {
     if let Some(verb) = Verb::from_word(word) {
         return Request::Verb { verb, args: rest };
     }
-    if line.trim_start().starts_with('{') {
-        if let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) {
-            let action = match obj.remove("action") {
-                Some(Value::String(name)) => JsonAction::Named(name),
-                _ => JsonAction::Missing,
-            };
-            let params = match obj.remove("params") {
-                Some(Value::Object(p)) => Some(p),
-                _ => None,
-            };
-            return Request::Json { action, params };
-        }
+    if line.trim_start().starts_with('{')
+        && let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line)
+    {
+        let action = match obj.remove("action") {
+            Some(Value::String(name)) => JsonAction::Named(name),
+            _ => JsonAction::Missing,
+        };
+        let params = match obj.remove("params") {
+            Some(Value::Object(p)) => Some(p),
+            _ => None,
+        };
+        return Request::Json { action, params };
     }
     Request::Bare { action: word }
 }

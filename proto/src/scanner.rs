@@ -145,21 +145,22 @@ impl Scanner {
         let mut pos = 0;
 
         // A delimiter that started in an earlier read and ends in this one.
-        if d > 1 && !self.pending.is_empty() {
-            if let Some(k) = straddle(&self.pending, data, delim) {
-                pos = d - k;
-                let keep = self.pending.len() - k;
-                let flow = match self.state {
-                    State::Line => {
-                        self.pending.truncate(keep);
-                        emit_line(cfg, &self.pending, &mut sink)
-                    }
-                    State::Skipping => Flow::Continue,
-                };
-                self.reset();
-                if flow == Flow::Stop {
-                    return Flow::Stop;
+        if d > 1
+            && !self.pending.is_empty()
+            && let Some(k) = straddle(&self.pending, data, delim)
+        {
+            pos = d - k;
+            let keep = self.pending.len() - k;
+            let flow = match self.state {
+                State::Line => {
+                    self.pending.truncate(keep);
+                    emit_line(cfg, &self.pending, &mut sink)
                 }
+                State::Skipping => Flow::Continue,
+            };
+            self.reset();
+            if flow == Flow::Stop {
+                return Flow::Stop;
             }
         }
 

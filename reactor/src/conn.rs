@@ -114,10 +114,36 @@ pub(crate) enum Phase {
     Dead(CloseReason),
 }
 
+/// How bytes reach the application: directly, or through rustls.
+///
+/// A TLS connection moves `TlsHandshaking` → `Tls` by value when rustls reports the handshake
+/// complete; closing is the connection's [`Phase`], shared with plain connections (a TLS
+/// connection sends `close_notify` as the last thing before our FIN).
+pub(crate) enum Transport {
+    Plain,
+    /// No application data yet: the welcome is sent when this ends.
+    TlsHandshaking(Box<rustls::ServerConnection>),
+    Tls(Box<rustls::ServerConnection>),
+}
+
+impl Transport {
+    pub(crate) fn tls_mut(&mut self) -> Option<&mut rustls::ServerConnection> {
+        match self {
+            Transport::Plain => None,
+            Transport::TlsHandshaking(t) | Transport::Tls(t) => Some(t),
+        }
+    }
+
+    pub(crate) fn is_tls_handshaking(&self) -> bool {
+        matches!(self, Transport::TlsHandshaking(_))
+    }
+}
+
 /// Everything the loop keeps per connection.
 pub(crate) struct Conn<S> {
     pub(crate) generation: u32,
     pub(crate) stream: TcpStream,
+    pub(crate) transport: Transport,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) out: OutQueue,
@@ -148,8 +174,9 @@ pub(crate) struct Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// Open for protocol traffic: not closing, and past any TLS handshake.
     pub(crate) fn is_open(&self) -> bool {
-        self.phase == Phase::Open
+        self.phase == Phase::Open && !self.transport.is_tls_handshaking()
     }
 }
 

@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::conn::{CloseReason, Conn, ConnId, Phase};
+use crate::conn::{CloseReason, Conn, ConnId, Phase, Transport};
 use crate::errors::{IoClass, classify};
 use crate::output::{Flushed, OutQueue};
 use crate::pool::{Done, JobPanic, Pool};
@@ -106,6 +106,8 @@ pub struct ReactorStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub keepalive_pings: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
 }
@@ -408,20 +410,20 @@ impl<H: Handler> Core<H> {
     }
 
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(conn) = self.conn_mut(id) {
-            if !conn.in_dirty {
-                conn.in_dirty = true;
-                self.dirty.push(id);
-            }
+        if let Some(conn) = self.conn_mut(id)
+            && !conn.in_dirty
+        {
+            conn.in_dirty = true;
+            self.dirty.push(id);
         }
     }
 
     fn mark_ready(&mut self, id: ConnId) {
-        if let Some(conn) = self.conn_mut(id) {
-            if !conn.in_ready {
-                conn.in_ready = true;
-                self.ready.push_back(id);
-            }
+        if let Some(conn) = self.conn_mut(id)
+            && !conn.in_ready
+        {
+            conn.in_ready = true;
+            self.ready.push_back(id);
         }
     }
 
@@ -442,12 +444,12 @@ impl<H: Handler> Core<H> {
 
     /// Drops a connection at the end of this turn, discarding its output.
     fn kill(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(conn) = self.conn_mut(id) {
-            if !matches!(conn.phase, Phase::Dead(_)) {
-                conn.phase = Phase::Dead(reason);
-                conn.out.clear();
-                self.dead.push(id);
-            }
+        if let Some(conn) = self.conn_mut(id)
+            && !matches!(conn.phase, Phase::Dead(_))
+        {
+            conn.phase = Phase::Dead(reason);
+            conn.out.clear();
+            self.dead.push(id);
         }
     }
 
@@ -472,6 +474,8 @@ impl<H: Handler> Core<H> {
 
 struct Listener {
     socket: TcpListener,
+    /// TLS configuration when this listener speaks TLS.
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// May have connections waiting (no WouldBlock seen since the last edge).
     ready: bool,
 }
@@ -565,7 +569,12 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Binds a listener (dual-stack when `addr` is the IPv6 wildcard) and returns its address.
-    pub fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+    /// With `tls`, every connection it accepts speaks TLS.
+    pub fn listen(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<SocketAddr> {
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
@@ -584,6 +593,7 @@ impl<H: Handler> Reactor<H> {
         let local = listener.local_addr()?;
         self.listeners.push(Listener {
             socket: listener,
+            tls,
             ready: true,
         });
         Ok(local)
@@ -612,10 +622,10 @@ impl<H: Handler> Reactor<H> {
                 .events
                 .take()
                 .unwrap_or_else(|| Events::with_capacity(1024));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
             }
             self.core.now = Instant::now();
             self.core.tick = self.tick_at(self.core.now);
@@ -748,6 +758,17 @@ impl<H: Handler> Reactor<H> {
                 self.core.wheel.insert(&mut self.core.conns, slot, deadline);
             }
         }
+        // Connections still in their TLS handshake have nothing pending: close them now.
+        let handshaking: Vec<ConnId> = self
+            .core
+            .conns
+            .iter()
+            .filter(|(_, c)| c.transport.is_tls_handshaking())
+            .map(|(slot, c)| ConnId::new(slot, c.generation))
+            .collect();
+        for id in handshaking {
+            self.core.kill(id, CloseReason::Shutdown);
+        }
         self.handler.on_shutdown(&mut self.core);
     }
 
@@ -779,7 +800,10 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             match self.listeners[i].socket.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Ok((stream, peer)) => {
+                    let tls = self.listeners[i].tls.clone();
+                    self.add_conn(stream, peer, tls);
+                }
                 Err(e) => match classify(&e) {
                     IoClass::WouldBlock => {
                         self.listeners[i].ready = false;
@@ -807,14 +831,29 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn add_conn(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
+        let transport = match tls {
+            None => Transport::Plain,
+            Some(cfg) => match rustls::ServerConnection::new(cfg) {
+                Ok(conn) => Transport::TlsHandshaking(Box::new(conn)),
+                Err(e) => {
+                    log::warn!("cannot start TLS for {peer}: {e}");
+                    return;
+                }
+            },
+        };
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on {peer}: {e}");
         }
-        if self.core.cfg.tcp_keepalive {
-            if let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true) {
-                log::debug!("SO_KEEPALIVE on {peer}: {e}");
-            }
+        if self.core.cfg.tcp_keepalive
+            && let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true)
+        {
+            log::debug!("SO_KEEPALIVE on {peer}: {e}");
         }
         let peer = normalize(peer);
         let generation = self.core.next_generation();
@@ -832,6 +871,7 @@ impl<H: Handler> Reactor<H> {
         let key = self.core.conns.insert(Conn {
             generation,
             stream,
+            transport,
             peer,
             phase: Phase::Open,
             out: OutQueue::default(),
@@ -856,6 +896,10 @@ impl<H: Handler> Reactor<H> {
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         log::debug!("connection {id:?} opened from {peer}");
+        // A TLS connection opens for the application when its handshake completes.
+        if self.core.conns[slot].transport.is_tls_handshaking() {
+            return;
+        }
         self.handler.on_open(&mut self.core, id);
     }
 
@@ -894,6 +938,12 @@ impl<H: Handler> Reactor<H> {
                 Phase::Draining(_) | Phase::Dead(_) => return,
             }
             let lingering = matches!(conn.phase, Phase::Lingering(_));
+            if !lingering && !matches!(conn.transport, Transport::Plain) {
+                if self.read_tls_step(id, tick) {
+                    continue;
+                }
+                return;
+            }
             match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     conn.eof = true;
@@ -938,6 +988,97 @@ impl<H: Handler> Reactor<H> {
         if self.core.conn(id).is_some_and(|c| c.readable) {
             self.core.mark_ready(id);
         }
+    }
+
+    /// One `read_tls` + `process_new_packets` round for a TLS connection: completes the
+    /// handshake (then the application sees the connection open), hands decrypted bytes to
+    /// the application, and queues whatever rustls wants to send. Returns false when reading
+    /// should stop for this turn.
+    fn read_tls_step(&mut self, id: ConnId, tick: u32) -> bool {
+        let stats = Arc::clone(&self.core.stats);
+        let Some(conn) = self.core.conn_mut(id) else {
+            return false;
+        };
+        let Some(tls) = conn.transport.tls_mut() else {
+            return false;
+        };
+        match tls.read_tls(&mut conn.stream) {
+            Ok(0) => {
+                conn.eof = true;
+                conn.readable = false;
+            }
+            Ok(n) => {
+                conn.last_rx = tick;
+                stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            // rustls' plaintext buffer is full: drain it below before reading more.
+            Err(e) if e.kind() == io::ErrorKind::Other => {}
+            Err(e) => match classify(&e) {
+                IoClass::WouldBlock => {
+                    conn.readable = false;
+                    return false;
+                }
+                IoClass::Retry => return true,
+                class => {
+                    self.io_failed(id, &e, class);
+                    return false;
+                }
+            },
+        }
+        let io = match tls.process_new_packets() {
+            Ok(io) => io,
+            Err(err) => {
+                // Best effort: send the alert rustls queued, then drop the connection.
+                let _ = tls.write_tls(&mut conn.stream);
+                log::debug!("TLS error with {}: {err}", conn.peer);
+                stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                self.core.kill(id, CloseReason::Error);
+                return false;
+            }
+        };
+        let handshake_finished = !tls.is_handshaking() && conn.transport.is_tls_handshaking();
+        let wants_write = tls_wants_write(&mut conn.transport);
+        let eof = conn.eof;
+        if handshake_finished {
+            // Handshaking → Tls, by value.
+            conn.transport = match std::mem::replace(&mut conn.transport, Transport::Plain) {
+                Transport::TlsHandshaking(t) => Transport::Tls(t),
+                other => other,
+            };
+            conn.handshaking = false;
+            log::debug!(
+                "connection {id:?} from {}: TLS handshake complete",
+                conn.peer
+            );
+            stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            self.handler.on_open(&mut self.core, id);
+        }
+        if wants_write {
+            self.core.mark_dirty(id);
+        }
+        if io.plaintext_bytes_to_read() > 0 {
+            loop {
+                let Some(conn) = self.core.conn_mut(id).filter(|c| c.is_open()) else {
+                    return false; // closed meanwhile (quit): the rest is discarded
+                };
+                let Some(tls) = conn.transport.tls_mut() else {
+                    return false;
+                };
+                match tls.reader().read(&mut self.read_buf) {
+                    Ok(0) => break, // close_notify: handled below
+                    Ok(n) => self
+                        .handler
+                        .on_data(&mut self.core, id, &mut self.read_buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => break, // EOF without close_notify: handled below
+                }
+            }
+        }
+        if io.peer_has_closed() || eof {
+            self.core.close(id, CloseReason::Eof);
+            return false;
+        }
+        true
     }
 
     fn io_failed(&mut self, id: ConnId, e: &io::Error, class: IoClass) {
@@ -1010,6 +1151,19 @@ impl<H: Handler> Reactor<H> {
         } else {
             None
         };
+        if due == Some(Timeout::Handshake) && conn.transport.is_tls_handshaking() {
+            // No channel to say goodbye on: just close.
+            log::debug!(
+                "connection {} did not finish its TLS handshake in time",
+                conn.peer
+            );
+            self.core
+                .stats
+                .handshake_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            self.core.kill(id, CloseReason::HandshakeTimeout);
+            return;
+        }
         let stats = &self.core.stats;
         match due {
             Some(Timeout::KeepAlive) => {
@@ -1067,7 +1221,16 @@ impl<H: Handler> Reactor<H> {
         if !conn.writable {
             return; // a WRITABLE edge will bring it back
         }
-        let result = conn.out.flush(&mut conn.stream, WRITE_BUDGET);
+        let result = match &mut conn.transport {
+            Transport::Plain => conn.out.flush(&mut conn.stream, WRITE_BUDGET),
+            Transport::TlsHandshaking(tls) => flush_tls(tls, &mut conn.stream, None, false),
+            Transport::Tls(tls) => flush_tls(
+                tls,
+                &mut conn.stream,
+                Some(&mut conn.out),
+                draining.is_some(),
+            ),
+        };
         match result {
             Ok((state, n)) => {
                 self.core
@@ -1166,6 +1329,85 @@ impl<H: Handler> Reactor<H> {
                 self.core.cfg.max_connections
             );
             self.accept_pause = None;
+        }
+    }
+}
+
+/// Whether rustls has records to send.
+fn tls_wants_write(t: &mut Transport) -> bool {
+    t.tls_mut().is_some_and(|tls| tls.wants_write())
+}
+
+/// rustls' plaintext side as a `Write` whose full buffer is `WouldBlock` (backpressure),
+/// so the output queue keeps what rustls cannot take yet.
+struct PlaintextSink<'a>(&'a mut rustls::ServerConnection);
+
+impl io::Write for PlaintextSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.writer().write(buf)? {
+            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.0.writer().write_vectored(bufs)? {
+            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a TLS connection: records rustls has ready go to the socket, queued plaintext goes
+/// into rustls as far as its buffer limit allows, repeated until the socket would block or
+/// everything is out. When `closing` and the queue is empty, `close_notify` goes last.
+fn flush_tls(
+    tls: &mut rustls::ServerConnection,
+    stream: &mut TcpStream,
+    mut out: Option<&mut OutQueue>,
+    closing: bool,
+) -> io::Result<(Flushed, usize)> {
+    let mut written = 0;
+    loop {
+        while tls.wants_write() {
+            if written >= WRITE_BUDGET {
+                return Ok((Flushed::Budget, written));
+            }
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((Flushed::Blocked, written));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(queue) = out.as_deref_mut() else {
+            return Ok((Flushed::Drained, written));
+        };
+        if queue.is_empty() {
+            if closing {
+                tls.send_close_notify(); // does nothing once sent
+                if tls.wants_write() {
+                    continue;
+                }
+            }
+            return Ok((Flushed::Drained, written));
+        }
+        queue.flush(&mut PlaintextSink(tls), usize::MAX)?;
+        if !tls.wants_write() {
+            // rustls took nothing and has nothing to send: only possible if its limit is
+            // zero. Never spin on it.
+            debug_assert!(
+                queue.is_empty(),
+                "rustls refused plaintext with nothing to send"
+            );
+            return Ok((Flushed::Blocked, written));
         }
     }
 }

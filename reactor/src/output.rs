@@ -96,11 +96,11 @@ impl OutQueue {
             return;
         }
         self.queued += bytes.len();
-        if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
-            if last.len() < COALESCE_BYTES {
-                last.extend_from_slice(bytes);
-                return;
-            }
+        if let Some(Chunk::Owned(last)) = self.chunks.back_mut()
+            && last.len() < COALESCE_BYTES
+        {
+            last.extend_from_slice(bytes);
+            return;
         }
         self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
     }

@@ -95,10 +95,8 @@ fn worker<C>(rx: Receiver<Job<C>>, shared: Arc<Shared<C>>) {
             done.push((job.conn, result));
             done.len() == 1
         };
-        if was_empty {
-            if let Err(e) = shared.waker.wake() {
-                log::error!("cannot wake the event loop: {e}");
-            }
+        if was_empty && let Err(e) = shared.waker.wake() {
+            log::error!("cannot wake the event loop: {e}");
         }
     }
 }
