@@ -290,6 +290,16 @@ impl Api {
         self.reactor.handshake_timeouts.load(Ordering::Relaxed)
     }
 
+    /// TLS handshakes completed since start.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.reactor.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed (bad client hello, refused certificate, …) since start.
+    pub fn tls_failures(&self) -> u64 {
+        self.reactor.tls_failures.load(Ordering::Relaxed)
+    }
+
     /// The same object the `documentation` verb returns.
     pub fn documentation(&self) -> &Value {
         &self.documentation

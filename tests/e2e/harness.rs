@@ -4,18 +4,146 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actionwire::{Action, Api, Config, Server, ShutdownHandle};
 use serde_json::Value;
 
+/// Runs a scenario over plain TCP and over TLS: `both! { fn name(t) { … } }` makes the tests
+/// `name::plain` and `name::tls`, each calling the body with its [`Transport`].
+macro_rules! both {
+    ($(#[$meta:meta])* fn $name:ident($t:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$meta])*
+            fn run($t: $crate::harness::Transport) $body
+            #[test]
+            fn plain() {
+                run($crate::harness::Transport::Plain)
+            }
+            #[test]
+            fn tls() {
+                run($crate::harness::Transport::Tls)
+            }
+        }
+    };
+}
+
+/// How test clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    Tls,
+}
+
+/// Certificates for this test process, generated once with rcgen: a CA, a server
+/// certificate for localhost/127.0.0.1 signed by it, a client certificate signed by it, and
+/// a client certificate from an unrelated CA.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("aw-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let write = |name: &str, pem: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, pem).expect("write pem");
+            p
+        };
+        let ca_of = |cn: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            let key = KeyPair::generate().expect("key");
+            let cert = params.self_signed(&key).expect("ca");
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, ca) = ca_of("actionwire test CA");
+        let (_, stranger_ca) = ca_of("unrelated CA");
+        let leaf = |names: Vec<String>, issuer: &Issuer<'_, KeyPair>| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(names)
+                .expect("params")
+                .signed_by(&key, issuer)
+                .expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], &ca);
+        let (client_cert, client_key) = leaf(vec!["client".into()], &ca);
+        let (stranger_cert, stranger_key) = leaf(vec!["stranger".into()], &stranger_ca);
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            stranger_cert: write("stranger.pem", stranger_cert),
+            stranger_key: write("stranger-key.pem", stranger_key),
+            dir,
+        }
+    })
+}
+
+/// A rustls client configuration trusting the test CA, optionally with a client certificate.
+pub fn client_tls(identity: Option<(&PathBuf, &PathBuf)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&pki().ca).expect("ca"))
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).expect("cert")],
+                PrivateKeyDer::from_pem_file(key).expect("key"),
+            )
+            .expect("client auth"),
+    };
+    Arc::new(config)
+}
+
+/// Server options for TLS with the test certificates.
+pub fn tls_options() -> actionwire_config::ServerOptions {
+    let p = pki();
+    actionwire_config::ServerOptions {
+        cert: Some(p.server_cert.clone()),
+        key: Some(p.server_key.clone()),
+        ..Default::default()
+    }
+}
+
 /// Upper bound for any single read in a test.
 pub const GUARD: Duration = Duration::from_secs(20);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub transport: Transport,
+    /// The second (TLS) listener, when `servers.socketTls` is enabled.
+    pub tls_addr: Option<SocketAddr>,
     pub api: Arc<Api>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
@@ -38,8 +166,24 @@ impl TestServer {
         TestServer::with_actions(tweak, Vec::new())
     }
 
+    pub fn over(t: Transport) -> TestServer {
+        TestServer::over_with(t, |_| {})
+    }
+
+    pub fn over_with(t: Transport, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::build(t, tweak, Vec::new())
+    }
+
     pub fn with_actions(tweak: impl FnOnce(&mut Config), actions: Vec<Action>) -> TestServer {
+        TestServer::build(Transport::Plain, tweak, actions)
+    }
+
+    fn build(t: Transport, tweak: impl FnOnce(&mut Config), actions: Vec<Action>) -> TestServer {
         let mut cfg = test_config();
+        if t == Transport::Tls {
+            cfg.servers.socket.secure = true;
+            cfg.servers.socket.server_options = tls_options();
+        }
         tweak(&mut cfg);
         let mut b = Server::builder(cfg);
         for a in actions {
@@ -47,19 +191,26 @@ impl TestServer {
         }
         let server = b.build().expect("server starts");
         let addr = server.local_addr();
+        let tls_addr = server.tls_local_addr();
         let handle = server.shutdown_handle();
         let api = server.api();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
+            transport: t,
+            tls_addr,
             api,
             handle,
             thread: Some(thread),
         }
     }
 
+    /// A client over this server's transport, welcome read.
     pub fn client(&self) -> Client {
-        Client::connect(self.addr)
+        match self.transport {
+            Transport::Plain => Client::connect(self.addr),
+            Transport::Tls => Client::connect_tls(self.addr, client_tls(None)),
+        }
     }
 
     /// Starts a graceful shutdown without waiting for it.
@@ -85,39 +236,65 @@ impl Drop for TestServer {
     }
 }
 
+/// A bidirectional byte stream (plain socket or TLS stream).
+pub trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
+
 pub struct Client {
+    /// The raw socket (addresses, shutdown, transport-specific tricks).
     pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    io: BufReader<Box<dyn Duplex>>,
     pub welcome: Value,
 }
 
 impl Client {
-    /// Connects and reads the welcome line.
+    /// Connects over plain TCP and reads the welcome line.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw(addr);
         c.welcome = c.json();
         c
     }
 
-    /// Connects without reading anything.
+    /// Connects over TLS (server name `localhost`) and reads the welcome line.
+    pub fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Client {
+        let mut c = Client::connect_tls_raw(addr, config);
+        c.welcome = c.json();
+        c
+    }
+
+    /// TLS without reading anything (the handshake runs with the first read or write).
+    pub fn connect_tls_raw(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = rustls::ClientConnection::new(config, name).expect("client");
+        Client::over(stream, |s| Box::new(rustls::StreamOwned::new(tls, s)))
+    }
+
+    /// Plain TCP without reading anything.
     pub fn connect_raw(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         Client::from_stream(stream)
     }
 
     pub fn from_stream(stream: TcpStream) -> Client {
+        Client::over(stream, |s| Box::new(s))
+    }
+
+    fn over(stream: TcpStream, wrap: impl FnOnce(TcpStream) -> Box<dyn Duplex>) -> Client {
         stream.set_read_timeout(Some(GUARD)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        let io = BufReader::new(wrap(stream.try_clone().expect("clone")));
         Client {
             stream,
-            reader,
+            io,
             welcome: Value::Null,
         }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
+        let w = self.io.get_mut();
+        w.write_all(bytes).expect("write");
+        w.flush().expect("flush");
     }
 
     /// Sends `line` followed by `\n`.
@@ -130,10 +307,7 @@ impl Client {
     /// Reads one server line (without its `\r\n`).
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut buf)
-            .expect("read a line");
+        let n = self.io.read_until(b'\n', &mut buf).expect("read a line");
         assert!(n > 0, "connection closed while a line was expected");
         let s = String::from_utf8(buf).expect("server lines are UTF-8");
         assert!(
@@ -157,14 +331,15 @@ impl Client {
     /// Reads exactly `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut b = vec![0; n];
-        self.reader.read_exact(&mut b).expect("read bytes");
+        self.io.read_exact(&mut b).expect("read bytes");
         b
     }
 
-    /// Asserts the server closes the connection next (EOF or reset, nothing more to read).
+    /// Asserts the server closes the connection next: EOF (after close_notify, over TLS) or a
+    /// reset, and nothing more to read.
     pub fn expect_closed(&mut self) {
         let mut b = [0u8; 1];
-        match self.reader.read(&mut b) {
+        match self.io.read(&mut b) {
             Ok(0) => {}
             Ok(_) => panic!(
                 "expected the connection to close, got data: {:?}",
@@ -175,8 +350,17 @@ impl Client {
         }
     }
 
+    /// Half-closes the raw socket (over TLS: without close_notify).
     pub fn shutdown_write(&self) {
         self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+
+    /// Reads whatever is left until the connection ends; returns what was read and whether
+    /// it ended cleanly (EOF, after close_notify over TLS).
+    pub fn drain(&mut self) -> (Vec<u8>, bool) {
+        let mut all = Vec::new();
+        let clean = self.io.read_to_end(&mut all).is_ok();
+        (all, clean)
     }
 }
 
