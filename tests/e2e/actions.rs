@@ -80,52 +80,54 @@ fn inputs_required_then_validator() {
     );
 }
 
-#[test]
-fn replies_arrive_in_completion_order() {
-    let srv = TestServer::start();
-    let mut c = srv.client();
-    c.send(r#"{"action":"sleepTest","params":{"sleepDuration":400}}"#);
-    c.send("randomNumber");
-    let first = c.json();
-    assert_eq!(
-        first["messageCount"], 2,
-        "the fast action overtakes: {first}"
-    );
-    assert!(first["randomNumber"].is_f64());
-    let second = c.json();
-    assert_eq!(second["messageCount"], 1);
-    assert_eq!(second["sleepDuration"], 400);
-    let delta = second["sleepDelta"].as_u64().expect("ms");
-    assert!(delta >= 400, "slept {delta} ms");
-    assert_eq!(
-        second["sleepEnded"].as_u64().expect("ms") - second["sleepStarted"].as_u64().expect("ms"),
-        delta
-    );
+both! {
+    fn replies_arrive_in_completion_order(t) {
+        let srv = TestServer::over(t);
+        let mut c = srv.client();
+        c.send(r#"{"action":"sleepTest","params":{"sleepDuration":400}}"#);
+        c.send("randomNumber");
+        let first = c.json();
+        assert_eq!(
+            first["messageCount"], 2,
+            "the fast action overtakes: {first}"
+        );
+        assert!(first["randomNumber"].is_f64());
+        let second = c.json();
+        assert_eq!(second["messageCount"], 1);
+        assert_eq!(second["sleepDuration"], 400);
+        let delta = second["sleepDelta"].as_u64().expect("ms");
+        assert!(delta >= 400, "slept {delta} ms");
+        assert_eq!(
+            second["sleepEnded"].as_u64().expect("ms") - second["sleepStarted"].as_u64().expect("ms"),
+            delta
+        );
+    }
 }
 
-#[test]
-fn pending_limit_and_action_counters() {
-    let srv = TestServer::with(|c| c.general.simultaneous_actions = 2);
-    let mut c = srv.client();
-    c.send(r#"{"action":"sleepTest","params":{"sleepDuration":800}}"#);
-    c.send(r#"{"action":"sleepTest","params":{"sleepDuration":800}}"#);
-    c.send("randomNumber");
-    c.send("detailsView");
-    let refused = c.json();
-    assert_eq!(refused["messageCount"], 3);
-    assert_eq!(error_text(&refused), "you have too many pending requests");
-    let d = ok_data(&c.json());
-    assert_eq!(d["pendingActions"], 2);
-    assert_eq!(d["totalActions"], 3, "the refused call counts too");
-    let mut done = [
-        c.json()["messageCount"].clone(),
-        c.json()["messageCount"].clone(),
-    ];
-    done.sort_by_key(|v| v.as_u64());
-    assert_eq!(done, [1, 2], "both sleeps answered, in either order");
-    let d = ok_data(&c.request("detailsView"));
-    assert_eq!(d["pendingActions"], 0);
-    assert_eq!(d["totalActions"], 3, "verbs do not count");
+both! {
+    fn pending_limit_and_action_counters(t) {
+        let srv = TestServer::over_with(t, |c| c.general.simultaneous_actions = 2);
+        let mut c = srv.client();
+        c.send(r#"{"action":"sleepTest","params":{"sleepDuration":800}}"#);
+        c.send(r#"{"action":"sleepTest","params":{"sleepDuration":800}}"#);
+        c.send("randomNumber");
+        c.send("detailsView");
+        let refused = c.json();
+        assert_eq!(refused["messageCount"], 3);
+        assert_eq!(error_text(&refused), "you have too many pending requests");
+        let d = ok_data(&c.json());
+        assert_eq!(d["pendingActions"], 2);
+        assert_eq!(d["totalActions"], 3, "the refused call counts too");
+        let mut done = [
+            c.json()["messageCount"].clone(),
+            c.json()["messageCount"].clone(),
+        ];
+        done.sort_by_key(|v| v.as_u64());
+        assert_eq!(done, [1, 2], "both sleeps answered, in either order");
+        let d = ok_data(&c.request("detailsView"));
+        assert_eq!(d["pendingActions"], 0);
+        assert_eq!(d["totalActions"], 3, "verbs do not count");
+    }
 }
 
 #[test]

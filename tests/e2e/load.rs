@@ -7,25 +7,26 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-#[test]
-fn five_hundred_concurrent_clients() {
-    let srv = TestServer::start();
-    let mut clients: Vec<Client> = (0..500).map(|_| srv.client()).collect();
-    for c in clients.iter_mut() {
-        c.send_raw(b"roomAdd defaultRoom\nrandomNumber\n");
+both! {
+    fn five_hundred_concurrent_clients(t) {
+        let srv = TestServer::over(t);
+        let mut clients: Vec<Client> = (0..500).map(|_| srv.client()).collect();
+        for c in clients.iter_mut() {
+            c.send_raw(b"roomAdd defaultRoom\nrandomNumber\n");
+        }
+        for c in clients.iter_mut() {
+            assert_eq!(ok_data(&c.json()), true);
+            assert!(c.json()["randomNumber"].is_f64());
+        }
+        clients[0].send("say defaultRoom to everyone");
+        assert_eq!(ok_data(&clients[0].json()), Value::Null);
+        for c in clients.iter_mut() {
+            assert_eq!(c.json()["message"], "to everyone");
+        }
+        let view = ok_data(&clients[1].request("roomView defaultRoom"));
+        assert_eq!(view["membersCount"], 500);
+        assert_eq!(srv.api.connections(), 500);
     }
-    for c in clients.iter_mut() {
-        assert_eq!(ok_data(&c.json()), true);
-        assert!(c.json()["randomNumber"].is_f64());
-    }
-    clients[0].send("say defaultRoom to everyone");
-    assert_eq!(ok_data(&clients[0].json()), Value::Null);
-    for c in clients.iter_mut() {
-        assert_eq!(c.json()["message"], "to everyone");
-    }
-    let view = ok_data(&clients[1].request("roomView defaultRoom"));
-    assert_eq!(view["membersCount"], 500);
-    assert_eq!(srv.api.connections(), 500);
 }
 
 #[test]

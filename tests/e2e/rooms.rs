@@ -97,37 +97,38 @@ fn room_view_with_and_without_argument() {
     );
 }
 
-#[test]
-fn say_fans_out_to_every_member_sender_after_its_ok() {
-    let srv = TestServer::start();
-    let mut a = srv.client();
-    let mut b = srv.client();
-    let mut c = srv.client();
-    let mut outsider = srv.client();
-    let ida = id_of(&mut a);
-    for cl in [&mut a, &mut b, &mut c] {
-        cl.request("roomAdd defaultRoom");
+both! {
+    fn say_fans_out_to_every_member_sender_after_its_ok(t) {
+        let srv = TestServer::over(t);
+        let mut a = srv.client();
+        let mut b = srv.client();
+        let mut c = srv.client();
+        let mut outsider = srv.client();
+        let ida = id_of(&mut a);
+        for cl in [&mut a, &mut b, &mut c] {
+            cl.request("roomAdd defaultRoom");
+        }
+        outsider.request("roomAdd otherRoom");
+        let before = actionwire::time::now_ms();
+        a.send("say defaultRoom  hello,   world ");
+        let ok = a.json();
+        assert_eq!(ok_data(&ok), Value::Null, "the sender's OK comes first");
+        for cl in [&mut a, &mut b, &mut c] {
+            let m = cl.json();
+            assert_eq!(keys(&m), ["message", "room", "from", "context", "sentAt"]);
+            assert_eq!(m["message"], " hello,   world ", "spacing kept");
+            assert_eq!(m["room"], "defaultRoom");
+            assert_eq!(m["from"], ida.as_str());
+            assert_eq!(m["context"], "user");
+            assert!(m["sentAt"].as_u64().expect("ms") >= before);
+        }
+        // The outsider got nothing: its next line is the reply to its own request.
+        assert_eq!(outsider.request("paramsView")["messageCount"], 2);
+        assert_eq!(
+            ok_data(&b.request("roomView defaultRoom"))["membersCount"],
+            3
+        );
     }
-    outsider.request("roomAdd otherRoom");
-    let before = actionwire::time::now_ms();
-    a.send("say defaultRoom  hello,   world ");
-    let ok = a.json();
-    assert_eq!(ok_data(&ok), Value::Null, "the sender's OK comes first");
-    for cl in [&mut a, &mut b, &mut c] {
-        let m = cl.json();
-        assert_eq!(keys(&m), ["message", "room", "from", "context", "sentAt"]);
-        assert_eq!(m["message"], " hello,   world ", "spacing kept");
-        assert_eq!(m["room"], "defaultRoom");
-        assert_eq!(m["from"], ida.as_str());
-        assert_eq!(m["context"], "user");
-        assert!(m["sentAt"].as_u64().expect("ms") >= before);
-    }
-    // The outsider got nothing: its next line is the reply to its own request.
-    assert_eq!(outsider.request("paramsView")["messageCount"], 2);
-    assert_eq!(
-        ok_data(&b.request("roomView defaultRoom"))["membersCount"],
-        3
-    );
 }
 
 #[test]
@@ -147,27 +148,28 @@ fn say_errors() {
     );
 }
 
-#[test]
-fn closing_connections_leave_their_rooms() {
-    let srv = TestServer::start();
-    let mut a = srv.client();
-    a.request("roomAdd defaultRoom");
-    {
-        let mut b = srv.client();
-        b.request("roomAdd defaultRoom");
-        assert_eq!(ok_data(&a.request("roomView"))["membersCount"], 2);
-        b.shutdown_write();
-        b.expect_closed();
-    }
-    // EOF is processed by the server after our close: ask until it shows (bounded).
-    let mut count = Value::Null;
-    for _ in 0..500 {
-        count = ok_data(&a.request("roomView"))["membersCount"].clone();
-        if count == 1 {
-            break;
+both! {
+    fn closing_connections_leave_their_rooms(t) {
+        let srv = TestServer::over(t);
+        let mut a = srv.client();
+        a.request("roomAdd defaultRoom");
+        {
+            let mut b = srv.client();
+            b.request("roomAdd defaultRoom");
+            assert_eq!(ok_data(&a.request("roomView"))["membersCount"], 2);
+            b.shutdown_write();
+            b.expect_closed();
         }
+        // EOF is processed by the server after our close: ask until it shows (bounded).
+        let mut count = Value::Null;
+        for _ in 0..500 {
+            count = ok_data(&a.request("roomView"))["membersCount"].clone();
+            if count == 1 {
+                break;
+            }
+        }
+        assert_eq!(count, 1);
     }
-    assert_eq!(count, 1);
 }
 
 #[test]

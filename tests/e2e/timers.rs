@@ -23,23 +23,24 @@ fn assert_keep_alive(v: &Value) {
     humantime::parse_rfc3339(t).expect("valid RFC 3339 time");
 }
 
-#[test]
-fn a_silent_client_is_pinged_every_interval() {
-    let interval = Duration::from_millis(300);
-    let srv = TestServer::with(|c| c.servers.socket.keep_alive_interval = 300);
-    let mut c = srv.client();
-    c.request("paramsView");
-    let start = Instant::now();
-    for _ in 0..3 {
-        assert_keep_alive(&c.json());
+both! {
+    fn a_silent_client_is_pinged_every_interval(t) {
+        let interval = Duration::from_millis(300);
+        let srv = TestServer::over_with(t, |c| c.servers.socket.keep_alive_interval = 300);
+        let mut c = srv.client();
+        c.request("paramsView");
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_keep_alive(&c.json());
+        }
+        assert!(
+            start.elapsed() + TICK >= interval * 3,
+            "three pings cannot come sooner than three intervals"
+        );
+        // Pings do not count as requests.
+        assert_eq!(c.request("paramsView")["messageCount"], 2);
+        assert!(srv.api.keepalive_pings() >= 3);
     }
-    assert!(
-        start.elapsed() + TICK >= interval * 3,
-        "three pings cannot come sooner than three intervals"
-    );
-    // Pings do not count as requests.
-    assert_eq!(c.request("paramsView")["messageCount"], 2);
-    assert!(srv.api.keepalive_pings() >= 3);
 }
 
 #[test]
@@ -59,38 +60,39 @@ fn pings_stop_while_the_client_talks() {
     assert_keep_alive(&c.json());
 }
 
-#[test]
-fn idle_connections_are_closed_with_a_reason_and_pings_do_not_keep_them_alive() {
-    let srv = TestServer::with(|c| {
-        c.servers.socket.idle_timeout = 700;
-        c.servers.socket.keep_alive_interval = 200;
-    });
-    let mut c = srv.client();
-    c.request("roomAdd defaultRoom");
-    let start = Instant::now();
-    let mut pings = 0;
-    let bye = loop {
-        let v = c.json();
-        if v["status"] == "keep-alive" {
-            assert_keep_alive(&v);
-            pings += 1;
-        } else {
-            break v;
-        }
-    };
-    assert_eq!(
-        serde_json::to_string(&bye).expect("json"),
-        r#"{"status":"Bye!","context":"api","reason":"idle timeout"}"#
-    );
-    c.expect_closed();
-    assert!(pings >= 2, "pinged while idle ({pings})");
-    assert!(start.elapsed() + TICK >= Duration::from_millis(700));
-    assert_eq!(srv.api.idle_timeouts(), 1);
-    let mut other = srv.client();
-    let status = other.request("status");
-    assert_eq!(status["idleTimeouts"], 1);
-    assert!(status["keepAlivePingsSent"].as_u64().expect("count") >= 2);
-    assert_eq!(srv.api.rooms(), 2);
+both! {
+    fn idle_connections_are_closed_with_a_reason_and_pings_do_not_keep_them_alive(t) {
+        let srv = TestServer::over_with(t, |c| {
+            c.servers.socket.idle_timeout = 700;
+            c.servers.socket.keep_alive_interval = 200;
+        });
+        let mut c = srv.client();
+        c.request("roomAdd defaultRoom");
+        let start = Instant::now();
+        let mut pings = 0;
+        let bye = loop {
+            let v = c.json();
+            if v["status"] == "keep-alive" {
+                assert_keep_alive(&v);
+                pings += 1;
+            } else {
+                break v;
+            }
+        };
+        assert_eq!(
+            serde_json::to_string(&bye).expect("json"),
+            r#"{"status":"Bye!","context":"api","reason":"idle timeout"}"#
+        );
+        c.expect_closed();
+        assert!(pings >= 2, "pinged while idle ({pings})");
+        assert!(start.elapsed() + TICK >= Duration::from_millis(700));
+        assert_eq!(srv.api.idle_timeouts(), 1);
+        let mut other = srv.client();
+        let status = other.request("status");
+        assert_eq!(status["idleTimeouts"], 1);
+        assert!(status["keepAlivePingsSent"].as_u64().expect("count") >= 2);
+        assert_eq!(srv.api.rooms(), 2);
+    }
 }
 
 #[test]

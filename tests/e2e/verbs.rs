@@ -4,72 +4,74 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-#[test]
-fn seed_000_telnet_session() {
-    let srv = TestServer::start();
-    let mut c = srv.client();
-    let d = ok_data(&c.request("detailsView"));
-    assert_eq!(d["remoteIP"], "127.0.0.1");
-    let r = c.request("randomNumber");
-    let n = r["randomNumber"].as_f64().expect("number");
-    assert!((0.0..1.0).contains(&n));
-    assert_eq!(
-        r["stringRandomNumber"],
-        format!("Your random number is {}", r["randomNumber"])
-    );
-    assert_eq!(r["messageCount"], 2);
-    let r = c.request("cacheTest");
-    assert_eq!(
-        error_text(&r),
-        "key is a required parameter for this action"
-    );
-    assert_eq!(ok_data(&c.request("paramAdd key=myKey")), Value::Null);
-    assert_eq!(ok_data(&c.request("paramAdd value=myValue")), Value::Null);
-    let p = ok_data(&c.request("paramsView"));
-    assert_eq!(
-        p,
-        json!({"action":"cacheTest","key":"myKey","value":"myValue"})
-    );
-    let r = c.request("cacheTest");
-    assert_eq!(r["messageCount"], 7);
-    let res = &r["cacheTestResults"];
-    assert_eq!(res["saveResp"], true);
-    assert!(res["sizeResp"].as_u64().expect("size") >= 1);
-    assert_eq!(res["loadResp"]["key"], "cacheTest_myKey");
-    assert_eq!(res["loadResp"]["value"], "myValue");
-    let created = res["loadResp"]["createdAt"].as_u64().expect("ms");
-    assert_eq!(
-        res["loadResp"]["expireTimestamp"].as_u64().expect("ms"),
-        created + 5000
-    );
-    assert!(res["loadResp"]["lastReadAt"].as_u64().expect("ms") >= created);
-    assert_eq!(res["deleteResp"], true);
-    assert_eq!(ok_data(&c.request("roomAdd defaultRoom")), true);
-    let r = c.request("say defaultRoom hooray!");
-    assert_eq!(ok_data(&r), Value::Null);
-    assert_eq!(r["messageCount"], 9);
-    let chat = c.json();
-    assert_eq!(chat["message"], "hooray!");
-    c.send("quit");
-    assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
-    c.expect_closed();
-}
-
-#[test]
-fn quit_and_exit_say_bye_and_close() {
-    let srv = TestServer::start();
-    for verb in ["quit", "exit", "quit now please"] {
+both! {
+    fn seed_000_telnet_session(t) {
+        let srv = TestServer::over(t);
         let mut c = srv.client();
-        c.request("roomAdd defaultRoom");
-        // Lines after quit in the same write are never answered.
-        c.send_raw(format!("{verb}\nparamsView\n").as_bytes());
+        let d = ok_data(&c.request("detailsView"));
+        assert_eq!(d["remoteIP"], "127.0.0.1");
+        let r = c.request("randomNumber");
+        let n = r["randomNumber"].as_f64().expect("number");
+        assert!((0.0..1.0).contains(&n));
+        assert_eq!(
+            r["stringRandomNumber"],
+            format!("Your random number is {}", r["randomNumber"])
+        );
+        assert_eq!(r["messageCount"], 2);
+        let r = c.request("cacheTest");
+        assert_eq!(
+            error_text(&r),
+            "key is a required parameter for this action"
+        );
+        assert_eq!(ok_data(&c.request("paramAdd key=myKey")), Value::Null);
+        assert_eq!(ok_data(&c.request("paramAdd value=myValue")), Value::Null);
+        let p = ok_data(&c.request("paramsView"));
+        assert_eq!(
+            p,
+            json!({"action":"cacheTest","key":"myKey","value":"myValue"})
+        );
+        let r = c.request("cacheTest");
+        assert_eq!(r["messageCount"], 7);
+        let res = &r["cacheTestResults"];
+        assert_eq!(res["saveResp"], true);
+        assert!(res["sizeResp"].as_u64().expect("size") >= 1);
+        assert_eq!(res["loadResp"]["key"], "cacheTest_myKey");
+        assert_eq!(res["loadResp"]["value"], "myValue");
+        let created = res["loadResp"]["createdAt"].as_u64().expect("ms");
+        assert_eq!(
+            res["loadResp"]["expireTimestamp"].as_u64().expect("ms"),
+            created + 5000
+        );
+        assert!(res["loadResp"]["lastReadAt"].as_u64().expect("ms") >= created);
+        assert_eq!(res["deleteResp"], true);
+        assert_eq!(ok_data(&c.request("roomAdd defaultRoom")), true);
+        let r = c.request("say defaultRoom hooray!");
+        assert_eq!(ok_data(&r), Value::Null);
+        assert_eq!(r["messageCount"], 9);
+        let chat = c.json();
+        assert_eq!(chat["message"], "hooray!");
+        c.send("quit");
         assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
         c.expect_closed();
     }
-    let mut watcher = srv.client();
-    watcher.request("roomAdd defaultRoom");
-    let view = ok_data(&watcher.request("roomView defaultRoom"));
-    assert_eq!(view["membersCount"], 1, "quitting left the room");
+}
+
+both! {
+    fn quit_and_exit_say_bye_and_close(t) {
+        let srv = TestServer::over(t);
+        for verb in ["quit", "exit", "quit now please"] {
+            let mut c = srv.client();
+            c.request("roomAdd defaultRoom");
+            // Lines after quit in the same write are never answered.
+            c.send_raw(format!("{verb}\nparamsView\n").as_bytes());
+            assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
+            c.expect_closed();
+        }
+        let mut watcher = srv.client();
+        watcher.request("roomAdd defaultRoom");
+        let view = ok_data(&watcher.request("roomView defaultRoom"));
+        assert_eq!(view["membersCount"], 1, "quitting left the room");
+    }
 }
 
 #[test]
@@ -219,45 +221,46 @@ mod files {
         (Public(root), public)
     }
 
-    #[test]
-    fn file_serves_raw_bytes_from_the_public_directory_only() {
-        let (_guard, dir) = public();
-        let d2 = dir.clone();
-        let srv = TestServer::with(move |c| c.general.paths.public = vec![d2]);
-        let mut c = srv.client();
-        c.send("file hello.txt");
-        assert_eq!(c.bytes(12), b"hello world\n", "raw bytes, nothing else");
-        assert_eq!(c.request("paramsView")["messageCount"], 2);
-        c.send("file with space.txt");
-        assert_eq!(c.bytes(6), b"spaced");
-        c.send("file docs");
-        assert_eq!(
-            c.bytes(13),
-            b"<h1>docs</h1>",
-            "a directory serves index.html"
-        );
-        let abs = dir.join("hello.txt");
-        c.send(&format!("file {}", abs.display()));
-        assert_eq!(c.bytes(12), b"hello world\n");
-        // The sticky `file` param is used by a bare `file`, and left unchanged.
-        c.request("paramAdd file=hello.txt");
-        c.send("file");
-        assert_eq!(c.bytes(12), b"hello world\n");
-        assert_eq!(c.request("paramView file")["data"], "hello.txt");
-        for bad in [
-            "file ../secret.txt",
-            "file escape",
-            "file /etc/passwd",
-            "file docs/../../secret.txt",
-            "file missing.txt",
-            "file .",
-        ] {
-            let r = c.request(bad);
-            assert_eq!(error_text(&r), "That file is not found", "{bad}");
-            assert!(r["messageCount"].is_u64() && r["messageId"].is_string());
+    both! {
+        fn file_serves_raw_bytes_from_the_public_directory_only(t) {
+            let (_guard, dir) = public();
+            let d2 = dir.clone();
+            let srv = TestServer::over_with(t, move |c| c.general.paths.public = vec![d2]);
+            let mut c = srv.client();
+            c.send("file hello.txt");
+            assert_eq!(c.bytes(12), b"hello world\n", "raw bytes, nothing else");
+            assert_eq!(c.request("paramsView")["messageCount"], 2);
+            c.send("file with space.txt");
+            assert_eq!(c.bytes(6), b"spaced");
+            c.send("file docs");
+            assert_eq!(
+                c.bytes(13),
+                b"<h1>docs</h1>",
+                "a directory serves index.html"
+            );
+            let abs = dir.join("hello.txt");
+            c.send(&format!("file {}", abs.display()));
+            assert_eq!(c.bytes(12), b"hello world\n");
+            // The sticky `file` param is used by a bare `file`, and left unchanged.
+            c.request("paramAdd file=hello.txt");
+            c.send("file");
+            assert_eq!(c.bytes(12), b"hello world\n");
+            assert_eq!(c.request("paramView file")["data"], "hello.txt");
+            for bad in [
+                "file ../secret.txt",
+                "file escape",
+                "file /etc/passwd",
+                "file docs/../../secret.txt",
+                "file missing.txt",
+                "file .",
+            ] {
+                let r = c.request(bad);
+                assert_eq!(error_text(&r), "That file is not found", "{bad}");
+                assert!(r["messageCount"].is_u64() && r["messageId"].is_string());
+            }
+            c.request("paramsDelete");
+            assert_eq!(error_text(&c.request("file")), "That file is not found");
         }
-        c.request("paramsDelete");
-        assert_eq!(error_text(&c.request("file")), "That file is not found");
     }
 
     #[test]
@@ -285,26 +288,27 @@ mod files {
         assert_eq!(c.bytes(12), b"hello world\n", "served again once read");
     }
 
-    #[test]
-    fn large_file_is_streamed_completely() {
-        let (_guard, dir) = public();
-        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        std::fs::write(dir.join("big.bin"), &content).expect("write");
-        let d2 = dir.clone();
-        // An output limit far below the file size: files are streamed, not buffered.
-        let srv = TestServer::with(move |c| {
-            c.general.paths.public = vec![d2];
-            c.servers.socket.output_buffer_hard_limit = 256 * 1024;
-            c.servers.socket.output_buffer_soft_limit = 128 * 1024;
-        });
-        let mut c = srv.client();
-        c.send("file big.bin");
-        c.send("paramsView");
-        assert!(c.bytes(content.len()) == content, "file bytes intact");
-        assert_eq!(
-            c.json()["messageCount"],
-            2,
-            "the next reply follows the file"
-        );
+    both! {
+        fn large_file_is_streamed_completely(t) {
+            let (_guard, dir) = public();
+            let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+            std::fs::write(dir.join("big.bin"), &content).expect("write");
+            let d2 = dir.clone();
+            // An output limit far below the file size: files are streamed, not buffered.
+            let srv = TestServer::over_with(t, move |c| {
+                c.general.paths.public = vec![d2];
+                c.servers.socket.output_buffer_hard_limit = 256 * 1024;
+                c.servers.socket.output_buffer_soft_limit = 128 * 1024;
+            });
+            let mut c = srv.client();
+            c.send("file big.bin");
+            c.send("paramsView");
+            assert!(c.bytes(content.len()) == content, "file bytes intact");
+            assert_eq!(
+                c.json()["messageCount"],
+                2,
+                "the next reply follows the file"
+            );
+        }
     }
 }
