@@ -27,7 +27,8 @@ if TLS:
     cert, key = os.path.join(tmp.name, "cert.pem"), os.path.join(tmp.name, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
                    check=True, capture_output=True, timeout=30)
     cmd += ["--tls-cert", cert, "--tls-key", key]
     ctx = ssl.create_default_context(cafile=cert)

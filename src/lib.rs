@@ -24,6 +24,7 @@
 //! ```
 
 pub mod actions;
+pub mod bench;
 pub mod builtin;
 pub mod cache;
 pub mod files;

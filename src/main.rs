@@ -12,8 +12,32 @@ use clap::Parser;
 /// `defaultRoom` and `otherRoom`, files from ./public. Connect with `nc localhost 5000`.
 /// Each flag can also be set through the environment variable shown; a flag wins over it.
 #[derive(Debug, Parser)]
-#[command(name = "actionwire", version, about, long_about)]
+#[command(
+    name = "actionwire",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Load a line-protocol server (actionwire, redis-server, …) and report throughput and
+    /// latency percentiles: closed loop, open loop (--rate), pipelined, idle connections
+    /// (--idle) or connection setups (--handshakes).
+    Bench(actionwire::bench::BenchArgs),
+}
+
+/// Options of the server (the default command).
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
     /// JSON configuration file with actionhero's key names (`general`, `servers.socket`,
     /// `workers`); see the README for every key. Flags below override it.
     #[arg(long, value_name = "FILE", env = "ACTIONWIRE_CONFIG")]
@@ -88,6 +112,36 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Bench(args)) = cli.command {
+        return bench(&args);
+    }
+    serve(cli.serve)
+}
+
+fn bench(args: &actionwire::bench::BenchArgs) -> ExitCode {
+    match actionwire::bench::run(args) {
+        Ok(summary) => {
+            if args.json {
+                match serde_json::to_string(&summary) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("actionwire bench: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                actionwire::bench::print(&summary);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("actionwire bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(cli: ServeArgs) -> ExitCode {
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_level(cli.log_level)
         // rustls logs every alert and handshake step at debug; ours say what matters.
