@@ -402,10 +402,10 @@ impl Worker {
         }
         while !self.shared.stop.load(Ordering::Relaxed) && self.now() < self.plan.end {
             let timeout = self.timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e.to_string());
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e.to_string());
             }
             let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for i in ready {
@@ -640,10 +640,8 @@ impl Worker {
                 self.conns[i].next_due += iv;
                 due = true;
             }
-            if due {
-                if let Err(e) = self.flush(i) {
-                    self.fail(i, &e);
-                }
+            if due && let Err(e) = self.flush(i) {
+                self.fail(i, &e);
             }
         }
     }
