@@ -233,6 +233,17 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         max: hist.max(),
         mean: hist.mean(),
     });
+    let connect_errors = shared.connect_errors.load(Ordering::Relaxed);
+    let open = shared.open.load(Ordering::Relaxed);
+    let nothing = match mode {
+        Mode::Idle => open == 0,
+        _ => requests == 0,
+    };
+    if nothing && connect_errors > 0 {
+        return Err(format!(
+            "nothing reached {addr}: {connect_errors} connections failed (is the server up?)"
+        ));
+    }
     Ok(Summary {
         mode: match mode {
             Mode::Requests if args.rate.is_some() => "open-loop",
@@ -245,8 +256,8 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         requests,
         errors: shared.errors.load(Ordering::Relaxed),
         per_second: requests as f64 / seconds,
-        open: shared.open.load(Ordering::Relaxed),
-        connect_errors: shared.connect_errors.load(Ordering::Relaxed),
+        open,
+        connect_errors,
         latency_us: latency,
     })
 }

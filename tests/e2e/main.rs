@@ -5,6 +5,7 @@
 mod harness;
 
 mod actions;
+mod bench;
 mod cli;
 mod framing;
 mod load;
