@@ -224,12 +224,39 @@ fn is_missing(v: Option<&Value>) -> bool {
     }
 }
 
-/// Who called an action.
-#[derive(Debug, Clone)]
+/// Who called an action (`Copy`: nothing is allocated per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    pub id: String,
-    pub remote_ip: String,
-    pub remote_port: u16,
+    /// The connection's id (`detailsView`'s `id`; format it with `to_string()`).
+    pub id: uuid::Uuid,
+    /// Peer address; IPv4 peers on a dual-stack listener are reported as IPv4.
+    pub remote: std::net::SocketAddr,
+}
+
+/// A request's `messageId` as JSON text, ready to be written into its reply. A fresh id (the
+/// common case) is formatted in place, without an allocation.
+#[derive(Debug, Clone)]
+pub(crate) enum MessageId {
+    Fresh([u8; 38]),
+    Given(Box<str>),
+}
+
+impl MessageId {
+    pub(crate) fn fresh() -> MessageId {
+        let mut b = [b'"'; 38];
+        uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut b[1..37]);
+        MessageId::Fresh(b)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Quotes around a lower-case hyphenated UUID: always ASCII.
+            MessageId::Fresh(b) => std::str::from_utf8(b).unwrap_or("null"),
+            MessageId::Given(s) => s,
+        }
+    }
 }
 
 /// What an action works with: its params in, its response out.
@@ -395,7 +422,7 @@ pub(crate) struct Job {
     pub connection: ConnectionInfo,
     pub api: Arc<Api>,
     pub message_count: u64,
-    pub message_id: String,
+    pub message_id: MessageId,
 }
 
 impl Job {
@@ -446,7 +473,7 @@ impl Job {
             &response,
             error.as_deref(),
             message_count,
-            RawJson(&message_id),
+            RawJson(message_id.as_str()),
         );
         out
     }

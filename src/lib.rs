@@ -51,6 +51,7 @@ use cache::Cache;
 use files::PublicDirs;
 use rooms::Rooms;
 use session::{App, Settings};
+pub use uuid::Uuid;
 
 /// Why the server could not start.
 #[derive(Debug)]

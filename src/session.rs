@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::actions::{Api, ConnectionInfo, Job, Registry};
+use crate::actions::{Api, ConnectionInfo, Job, MessageId, Registry};
 use crate::files::PublicDirs;
 use crate::rooms::{JoinError, Rooms};
 use crate::time::now_ms;
@@ -74,17 +74,16 @@ impl Session {
     }
 
     /// PROTOCOL.md §3: the request's own `params.messageId`, else the sticky one, else fresh.
-    /// Returned as JSON text, ready to be written into replies.
-    fn message_id(&self, request_params: Option<&Map<String, Value>>) -> String {
+    fn message_id(&self, request_params: Option<&Map<String, Value>>) -> MessageId {
         if let Some(v) = request_params
             .and_then(|p| p.get("messageId"))
             .filter(|v| !v.is_null())
         {
-            return v.to_string();
+            return MessageId::Given(v.to_string().into());
         }
         match self.param("messageId") {
-            Some(sticky) => Value::from(sticky).to_string(),
-            None => format!("\"{}\"", Uuid::new_v4()),
+            Some(sticky) => MessageId::Given(Value::from(sticky).to_string().into()),
+            None => MessageId::fresh(),
         }
     }
 }
@@ -272,7 +271,7 @@ impl State {
                 };
                 s.message_count += 1;
                 let (count, mid) = (s.message_count, s.message_id(None));
-                encode::too_long(&mut self.out, max, actual, count, RawJson(&mid));
+                encode::too_long(&mut self.out, max, actual, count, RawJson(mid.as_str()));
                 self.flush_out(core, id);
                 Flow::Continue
             }
@@ -294,7 +293,7 @@ impl State {
         match request::classify(line) {
             Request::Verb { verb, args } => {
                 let mid = s.message_id(None);
-                self.verb(core, id, verb, args, count, &mid)
+                self.verb(core, id, verb, args, count, mid.as_str())
             }
             Request::Json { action, params } => {
                 let mid = s.message_id(params.as_ref());
@@ -589,7 +588,7 @@ impl State {
         name: Option<&str>,
         request_params: Option<Map<String, Value>>,
         count: u64,
-        mid: String,
+        mid: MessageId,
     ) {
         let shutting_down = core.is_shutting_down();
         let limit = self.settings.simultaneous_actions;
@@ -598,10 +597,16 @@ impl State {
         };
         s.total_actions += 1;
         if shutting_down {
-            return self.error(core, id, "the server is shutting down", count, &mid);
+            return self.error(core, id, "the server is shutting down", count, mid.as_str());
         }
         if s.pending_actions >= limit {
-            return self.error(core, id, "you have too many pending requests", count, &mid);
+            return self.error(
+                core,
+                id,
+                "you have too many pending requests",
+                count,
+                mid.as_str(),
+            );
         }
         let params = request_params.unwrap_or_else(|| s.params_object());
         let Some(action) = name.and_then(|n| self.registry.find(n, params.get("apiVersion")))
@@ -611,7 +616,7 @@ impl State {
                 id,
                 "unknown action or invalid apiVersion",
                 count,
-                &mid,
+                mid.as_str(),
             );
         };
         s.pending_actions += 1;
@@ -621,9 +626,8 @@ impl State {
             params,
             scrub: self.settings.scrub_params,
             connection: ConnectionInfo {
-                id: s.id_string(),
-                remote_ip: s.peer.ip().to_string(),
-                remote_port: s.peer.port(),
+                id: s.uuid,
+                remote: s.peer,
             },
             api: Arc::clone(&self.api),
             message_count: count,

@@ -671,6 +671,8 @@ impl<H: Handler> Reactor<H> {
             self.accept_all();
             self.read_ready();
             self.expire_timers();
+            // Jobs created this turn go to the workers in one hand-off.
+            self.core.pool.dispatch();
             self.flush_dirty();
             self.reap_dead();
             if self.core.shutting_down && self.core.conns.is_empty() {

@@ -1,16 +1,20 @@
 //! The worker pool: std threads that run jobs off the loop thread.
 //!
-//! Jobs go out through an MPMC channel; results come back through one mutex-guarded vector
-//! and the loop's `mio::Waker`. A worker wakes the loop only when it finds the vector empty,
-//! so a burst of completions costs one wake-up and is drained in one pass. A panicking job is
-//! caught and reported as [`JobPanic`]; the worker lives on.
+//! Hand-offs are batched both ways, because a thread wake-up costs more than a small action:
+//! - out: jobs created during a loop turn are collected without locking and handed over once
+//!   per turn ([`Pool::dispatch`]) under one lock, waking at most one sleeping worker per job;
+//!   a worker takes its share of the queue at once;
+//! - back: results go into one mutex-guarded vector, and a worker wakes the loop (the
+//!   `mio::Waker`) only when it finds that vector empty, so a burst costs one wake-up.
+//!
+//! A panicking job is caught and reported as [`JobPanic`]; the worker lives on.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use crate::conn::ConnId;
@@ -28,72 +32,141 @@ struct Job<C> {
     run: Box<dyn FnOnce() -> C + Send>,
 }
 
+struct Queue<C> {
+    jobs: VecDeque<Job<C>>,
+    /// Workers waiting on the condition variable.
+    sleeping: usize,
+    closed: bool,
+}
+
 /// What workers and the loop share.
 pub(crate) struct Shared<C> {
+    queue: Mutex<Queue<C>>,
+    work: Condvar,
     done: Mutex<Vec<Done<C>>>,
     waker: Arc<Waker>,
+    workers: usize,
     /// Jobs queued or running.
     pub(crate) in_flight: AtomicUsize,
+}
+
+/// A poisoned lock only means another thread panicked while holding it; every update here is
+/// a single push or pop, so the data is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<C> Shared<C> {
     /// Takes every completion that arrived, in completion order.
     pub(crate) fn drain(&self, into: &mut Vec<Done<C>>) {
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::swap(&mut *done, into);
+        std::mem::swap(&mut *lock(&self.done), into);
     }
 }
 
 /// A fixed set of worker threads.
 pub(crate) struct Pool<C> {
-    tx: Sender<Job<C>>,
     pub(crate) shared: Arc<Shared<C>>,
+    /// Jobs created this loop turn, not handed over yet.
+    pending: Vec<Job<C>>,
 }
 
 impl<C: Send + 'static> Pool<C> {
     pub(crate) fn new(threads: usize, waker: Arc<Waker>) -> std::io::Result<Pool<C>> {
         debug_assert!(threads > 0);
-        let (tx, rx) = crossbeam_channel::unbounded::<Job<C>>();
         let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                sleeping: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
             done: Mutex::new(Vec::new()),
             waker,
+            workers: threads,
             in_flight: AtomicUsize::new(0),
         });
         for i in 0..threads {
-            let rx = rx.clone();
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name(format!("actionwire-worker-{i}"))
-                .spawn(move || worker(rx, shared))?;
+                .spawn(move || worker(&shared))?;
         }
-        Ok(Pool { tx, shared })
+        Ok(Pool {
+            shared,
+            pending: Vec::new(),
+        })
     }
 
-    pub(crate) fn spawn(&self, conn: ConnId, run: Box<dyn FnOnce() -> C + Send>) {
+    /// Queues a job; it starts at the next [`Pool::dispatch`] (the end of this loop turn).
+    pub(crate) fn spawn(&mut self, conn: ConnId, run: Box<dyn FnOnce() -> C + Send>) {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Job { conn, run }).is_err() {
-            // Only possible if every worker died, which catch_unwind prevents.
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            log::error!("worker pool is gone; job for {conn:?} dropped");
+        self.pending.push(Job { conn, run });
+    }
+
+    /// Hands this turn's jobs to the workers: one lock, at most one wake-up per job.
+    pub(crate) fn dispatch(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let n = self.pending.len();
+        let wake = {
+            let mut q = lock(&self.shared.queue);
+            q.jobs.extend(self.pending.drain(..));
+            q.sleeping.min(n)
+        };
+        if wake >= self.shared.workers {
+            self.shared.work.notify_all();
+        } else {
+            for _ in 0..wake {
+                self.shared.work.notify_one();
+            }
         }
     }
 }
 
-fn worker<C>(rx: Receiver<Job<C>>, shared: Arc<Shared<C>>) {
-    // Ends when the pool (the loop) drops its sender.
-    while let Ok(job) = rx.recv() {
-        let result = catch_unwind(AssertUnwindSafe(job.run)).map_err(|payload| JobPanic {
-            message: payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into()),
-        });
-        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+impl<C> Drop for Pool<C> {
+    fn drop(&mut self) {
+        // Workers finish what they hold and exit; a job that never returns keeps its thread,
+        // which the process exit ends.
+        lock(&self.shared.queue).closed = true;
+        self.shared.work.notify_all();
+    }
+}
+
+fn worker<C>(shared: &Shared<C>) {
+    let mut batch: Vec<Job<C>> = Vec::new();
+    let mut results: Vec<Done<C>> = Vec::new();
+    loop {
+        {
+            let mut q = lock(&shared.queue);
+            while q.jobs.is_empty() {
+                if q.closed {
+                    return;
+                }
+                q.sleeping += 1;
+                q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.sleeping -= 1;
+            }
+            // An even share of what is queued, so the other workers get some too.
+            let take = q.jobs.len().div_ceil(shared.workers).max(1);
+            batch.extend(q.jobs.drain(..take));
+        }
+        for job in batch.drain(..) {
+            let result = catch_unwind(AssertUnwindSafe(job.run)).map_err(|payload| JobPanic {
+                message: payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into()),
+            });
+            results.push((job.conn, result));
+        }
+        shared.in_flight.fetch_sub(results.len(), Ordering::Relaxed);
         let was_empty = {
-            let mut done = shared.done.lock().unwrap_or_else(|p| p.into_inner());
-            done.push((job.conn, result));
-            done.len() == 1
+            let mut done = lock(&shared.done);
+            let was_empty = done.is_empty();
+            done.append(&mut results);
+            was_empty
         };
         if was_empty && let Err(e) = shared.waker.wake() {
             log::error!("cannot wake the event loop: {e}");
