@@ -36,13 +36,14 @@ fn scanner(c: &mut Criterion) {
 fn request(c: &mut Criterion) {
     let mut g = c.benchmark_group("request");
     g.bench_function("classify_verb", |b| {
-        b.iter(|| black_box(classify(black_box("paramView key"))))
+        b.iter(|| black_box(classify(black_box("paramView key"), 64)))
     });
     g.bench_function("classify_json", |b| {
         b.iter(|| {
-            black_box(classify(black_box(
-                r#"{"action":"cacheTest","params":{"key":"abc","value":"def"}}"#,
-            )))
+            black_box(classify(
+                black_box(r#"{"action":"cacheTest","params":{"key":"abc","value":"def"}}"#),
+                64,
+            ))
         })
     });
     g.finish();

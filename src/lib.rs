@@ -159,6 +159,7 @@ impl ServerBuilder {
         let rooms = Rooms::new(
             g.starting_chat_rooms.keys().map(String::as_str),
             g.auto_create_rooms,
+            g.max_rooms,
         );
         let public = PublicDirs::new(&g.paths.public);
         let settings = Settings {
@@ -166,7 +167,9 @@ impl ServerBuilder {
             simultaneous_actions: g.simultaneous_actions,
             scrub_params: !g.disable_param_scrubbing,
             max_params: g.max_params_per_connection,
+            max_param_bytes: g.max_param_bytes_per_connection,
             max_rooms: g.max_rooms_per_connection,
+            max_json_depth: s.max_json_depth,
         };
         let summary = Summary {
             workers,

@@ -144,8 +144,10 @@ fn bench(args: &actionwire::bench::BenchArgs) -> ExitCode {
 fn serve(cli: ServeArgs) -> ExitCode {
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_level(cli.log_level)
-        // rustls logs every alert and handshake step at debug; ours say what matters.
-        .with_module_level("rustls", cli.log_level.min(log::LevelFilter::Info))
+        // rustls logs every alert at warn (a client's renegotiation attempt, say), which an
+        // edge node under attack would turn into a flood; our own debug line reports each
+        // failed TLS connection.
+        .with_module_level("rustls", cli.log_level.min(log::LevelFilter::Error))
         .with_utc_timestamps()
         .init()
     {

@@ -29,6 +29,10 @@ struct Room {
 pub enum JoinError {
     NoSuchRoom,
     AlreadyMember,
+    /// Creating the room would exceed `maxRooms`.
+    TooManyRooms {
+        limit: usize,
+    },
 }
 
 /// Every room and its members.
@@ -36,15 +40,24 @@ pub enum JoinError {
 pub struct Rooms {
     rooms: HashMap<Arc<str>, Room>,
     auto_create: bool,
+    max_rooms: usize,
 }
 
 impl Rooms {
-    pub fn new<'a>(starting: impl IntoIterator<Item = &'a str>, auto_create: bool) -> Rooms {
+    pub fn new<'a>(
+        starting: impl IntoIterator<Item = &'a str>,
+        auto_create: bool,
+        max_rooms: usize,
+    ) -> Rooms {
         let rooms = starting
             .into_iter()
             .map(|n| (Arc::from(n), Room::default()))
             .collect();
-        Rooms { rooms, auto_create }
+        Rooms {
+            rooms,
+            auto_create,
+            max_rooms,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -80,6 +93,11 @@ impl Rooms {
         let key = match self.rooms.get_key_value(name) {
             Some((k, _)) => Arc::clone(k),
             None => {
+                if self.rooms.len() >= self.max_rooms {
+                    return Err(JoinError::TooManyRooms {
+                        limit: self.max_rooms,
+                    });
+                }
                 let k: Arc<str> = Arc::from(name);
                 self.rooms.insert(
                     Arc::clone(&k),
@@ -157,7 +175,7 @@ mod tests {
     #[test]
     fn join_leave_and_view() {
         let (a, b) = ids();
-        let mut r = Rooms::new(["lobby"], false);
+        let mut r = Rooms::new(["lobby"], false, 10);
         assert_eq!(
             r.join("nope", a, Uuid::nil(), 1),
             Err(JoinError::NoSuchRoom)
@@ -178,10 +196,14 @@ mod tests {
     #[test]
     fn auto_created_rooms_vanish_when_empty() {
         let (a, _) = ids();
-        let mut r = Rooms::new([], true);
+        let mut r = Rooms::new([], true, 1);
         assert!(!r.can_join(""));
         r.join("fresh", a, Uuid::nil(), 1).expect("created");
         assert_eq!(r.len(), 1);
+        assert_eq!(
+            r.join("another", a, Uuid::nil(), 1),
+            Err(JoinError::TooManyRooms { limit: 1 })
+        );
         assert!(r.leave("fresh", a));
         assert_eq!(r.len(), 0);
     }

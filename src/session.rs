@@ -56,6 +56,11 @@ impl Session {
             .collect()
     }
 
+    /// Bytes held by sticky params (keys and values).
+    fn param_bytes(&self) -> usize {
+        self.params.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     /// Sets a sticky param; `false` if it is new and the connection is at its cap.
     fn set_param(&mut self, key: &str, value: &str, cap: usize) -> bool {
         if let Some(slot) = self.params.iter_mut().find(|(k, _)| k == key) {
@@ -94,7 +99,9 @@ pub(crate) struct Settings {
     pub simultaneous_actions: u32,
     pub scrub_params: bool,
     pub max_params: usize,
+    pub max_param_bytes: usize,
     pub max_rooms: usize,
+    pub max_json_depth: usize,
 }
 
 /// The application's [`Handler`].
@@ -290,7 +297,7 @@ impl State {
         };
         s.message_count += 1;
         let count = s.message_count;
-        match request::classify(line) {
+        match request::classify(line, self.settings.max_json_depth) {
             Request::Verb { verb, args } => {
                 let mid = s.message_id(None);
                 self.verb(core, id, verb, args, count, mid.as_str())
@@ -302,6 +309,12 @@ impl State {
                     JsonAction::Missing => None,
                 };
                 self.action(core, id, name, params, count, mid);
+                Flow::Continue
+            }
+            Request::TooDeep { limit } => {
+                let mid = s.message_id(None);
+                let text = format!("JSON nesting too deep (limit {limit})");
+                self.error(core, id, &text, count, mid.as_str());
                 Flow::Continue
             }
             Request::Bare { action } => {
@@ -457,6 +470,15 @@ impl State {
             let text = format!("param {key} is not accepted by any action");
             return self.error(core, id, &text, count, mid);
         }
+        let max_bytes = self.settings.max_param_bytes;
+        let fits = core.session(id).is_some_and(|s| {
+            let old = s.param(key).map_or(0, |v| key.len() + v.len());
+            s.param_bytes() - old + key.len() + value.len() <= max_bytes
+        });
+        if !fits {
+            let text = format!("params too large on this connection (limit {max_bytes} bytes)");
+            return self.error(core, id, &text, count, mid);
+        }
         let cap = self.settings.max_params;
         let stored = core
             .session_mut(id)
@@ -508,6 +530,10 @@ impl State {
                 self.error(core, id, &text, count, mid);
             }
             Err(JoinError::NoSuchRoom) => self.error(core, id, "room does not exist", count, mid),
+            Err(JoinError::TooManyRooms { limit }) => {
+                let text = format!("too many rooms on this server (limit {limit})");
+                self.error(core, id, &text, count, mid);
+            }
         }
     }
 

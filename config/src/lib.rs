@@ -73,6 +73,10 @@ pub struct General {
     pub max_rooms_per_connection: usize,
     /// Sticky params one connection may hold at once.
     pub max_params_per_connection: usize,
+    /// Bytes of sticky param keys and values one connection may hold.
+    pub max_param_bytes_per_connection: usize,
+    /// Rooms that may exist at once (clients create rooms only with `autoCreateRooms`).
+    pub max_rooms: usize,
     /// Entries the in-memory cache may hold.
     pub cache_max_entries: usize,
     pub paths: Paths,
@@ -93,6 +97,8 @@ impl Default for General {
             disable_param_scrubbing: false,
             max_rooms_per_connection: 100,
             max_params_per_connection: 100,
+            max_param_bytes_per_connection: 64 * 1024,
+            max_rooms: 10_000,
             cache_max_entries: 100_000,
             paths: Paths::default(),
         }
@@ -183,6 +189,8 @@ pub struct Socket {
     pub max_data_length: usize,
     /// Hard line cap in bytes that always applies.
     pub max_line_bytes: usize,
+    /// Deepest nesting of objects/arrays accepted in a JSON request (1..=128).
+    pub max_json_depth: usize,
     /// Open connections at most; 0 = derived from the open-file limit.
     pub max_connections: usize,
     /// Listen backlog.
@@ -213,6 +221,7 @@ impl Default for Socket {
             delimiter: "\n".into(),
             max_data_length: 0,
             max_line_bytes: 1 << 20,
+            max_json_depth: 64,
             max_connections: 0,
             backlog: 1024,
             keep_alive_interval: 0,
@@ -330,6 +339,12 @@ impl Config {
         if g.max_rooms_per_connection == 0 {
             return err("general.maxRoomsPerConnection", "must be at least 1");
         }
+        if g.max_rooms < g.starting_chat_rooms.len() {
+            return err(
+                "general.maxRooms",
+                "must be at least the number of startingChatRooms",
+            );
+        }
         if g.cache_max_entries == 0 {
             return err("general.cacheMaxEntries", "must be at least 1");
         }
@@ -371,6 +386,12 @@ impl Config {
             return err(
                 "servers.socket.maxLineBytes",
                 "must be between 1 and 1073741824 bytes",
+            );
+        }
+        if s.max_json_depth == 0 || s.max_json_depth > 128 {
+            return err(
+                "servers.socket.maxJsonDepth",
+                "must be between 1 and 128 (serde_json refuses deeper documents anyway)",
             );
         }
         if s.backlog == 0 {

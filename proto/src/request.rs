@@ -93,6 +93,41 @@ pub enum Request<'a> {
     },
     /// A bare action call: the first word names the action.
     Bare { action: &'a str },
+    /// A JSON object nested deeper than the limit: refused before it is parsed.
+    TooDeep { limit: usize },
+}
+
+/// Deepest nesting of JSON objects and arrays in `text` (brackets inside strings do not
+/// count). Stops counting once past `limit`, so it costs one pass at most.
+pub fn json_depth(text: &str, limit: usize) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    max = depth;
+                    if max > limit {
+                        return max;
+                    }
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Splits at the first single space: `("word", "rest")`, or `(line, "")` without a space.
@@ -100,15 +135,21 @@ pub fn first_word(line: &str) -> (&str, &str) {
     line.split_once(' ').unwrap_or((line, ""))
 }
 
-/// Classifies one decoded line.
-pub fn classify(line: &str) -> Request<'_> {
+/// Nesting serde_json itself refuses (its recursion limit); a larger configured limit
+/// could never be reached.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Classifies one decoded line; JSON objects nested deeper than `max_depth` are refused.
+pub fn classify(line: &str, max_depth: usize) -> Request<'_> {
     let (word, rest) = first_word(line);
     if let Some(verb) = Verb::from_word(word) {
         return Request::Verb { verb, args: rest };
     }
-    if line.trim_start().starts_with('{')
-        && let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line)
-    {
+    let is_object = line.trim_start().starts_with('{');
+    if is_object && json_depth(line, max_depth) > max_depth {
+        return Request::TooDeep { limit: max_depth };
+    }
+    if is_object && let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) {
         let action = match obj.remove("action") {
             Some(Value::String(name)) => JsonAction::Named(name),
             _ => JsonAction::Missing,
@@ -158,21 +199,24 @@ mod tests {
     #[test]
     fn verbs_are_case_sensitive_and_split_on_the_first_space() {
         assert_eq!(
-            classify("paramAdd a=b c"),
+            classify("paramAdd a=b c", 64),
             Request::Verb {
                 verb: Verb::ParamAdd,
                 args: "a=b c"
             }
         );
         assert_eq!(
-            classify("quit"),
+            classify("quit", 64),
             Request::Verb {
                 verb: Verb::Quit,
                 args: ""
             }
         );
-        assert_eq!(classify("QUIT"), Request::Bare { action: "QUIT" });
-        assert_eq!(classify("ParamAdd x"), Request::Bare { action: "ParamAdd" });
+        assert_eq!(classify("QUIT", 64), Request::Bare { action: "QUIT" });
+        assert_eq!(
+            classify("ParamAdd x", 64),
+            Request::Bare { action: "ParamAdd" }
+        );
         for v in Verb::ALL {
             assert_eq!(Verb::from_word(v.name()), Some(v));
         }
@@ -181,18 +225,18 @@ mod tests {
     #[test]
     fn bare_action_is_the_first_word() {
         assert_eq!(
-            classify("randomNumber please"),
+            classify("randomNumber please", 64),
             Request::Bare {
                 action: "randomNumber"
             }
         );
-        assert_eq!(classify("   "), Request::Bare { action: "" });
-        assert_eq!(classify(" x"), Request::Bare { action: "" });
+        assert_eq!(classify("   ", 64), Request::Bare { action: "" });
+        assert_eq!(classify(" x", 64), Request::Bare { action: "" });
     }
 
     #[test]
     fn json_object_requests() {
-        match classify(r#"{"action":"cacheTest","params":{"key":"abc"}}"#) {
+        match classify(r#"{"action":"cacheTest","params":{"key":"abc"}}"#, 64) {
             Request::Json {
                 action: JsonAction::Named(a),
                 params: Some(p),
@@ -203,14 +247,14 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            classify(r#"{"params":{}}"#),
+            classify(r#"{"params":{}}"#, 64),
             Request::Json {
                 action: JsonAction::Missing,
                 params: Some(Map::new())
             }
         );
         assert_eq!(
-            classify(r#"{"action":5,"params":7}"#),
+            classify(r#"{"action":5,"params":7}"#, 64),
             Request::Json {
                 action: JsonAction::Missing,
                 params: None
@@ -220,11 +264,33 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_object_is_a_bare_call() {
-        assert_eq!(classify("123"), Request::Bare { action: "123" });
-        assert_eq!(classify("[]"), Request::Bare { action: "[]" });
-        assert_eq!(classify("null"), Request::Bare { action: "null" });
-        assert_eq!(classify(r#""x""#), Request::Bare { action: r#""x""# });
-        assert_eq!(classify("{broken"), Request::Bare { action: "{broken" });
+        assert_eq!(classify("123", 64), Request::Bare { action: "123" });
+        assert_eq!(classify("[]", 64), Request::Bare { action: "[]" });
+        assert_eq!(classify("null", 64), Request::Bare { action: "null" });
+        assert_eq!(classify(r#""x""#, 64), Request::Bare { action: r#""x""# });
+        assert_eq!(classify("{broken", 64), Request::Bare { action: "{broken" });
+    }
+
+    #[test]
+    fn json_nesting_limit() {
+        let deep = format!(
+            "{{\"action\":\"x\",\"params\":{}1{}}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert_eq!(classify(&deep, 64), Request::TooDeep { limit: 64 });
+        assert!(matches!(classify(&deep, 128), Request::Json { .. }));
+        assert_eq!(json_depth(r#"{"a":"[[[[{{{{","b":[1,{"c":2}]}"#, 10), 3);
+        assert_eq!(json_depth(r#"{"a":"\"[[["}"#, 10), 1);
+        // Counting stops past the limit.
+        assert_eq!(json_depth(&"[".repeat(1000), 5), 6);
+        // Not an object: a bare call, whatever its brackets.
+        assert_eq!(
+            classify(&"[".repeat(200), 64),
+            Request::Bare {
+                action: &"[".repeat(200)
+            }
+        );
     }
 
     #[test]

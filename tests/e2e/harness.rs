@@ -394,3 +394,95 @@ pub fn keys(v: &Value) -> Vec<String> {
 pub fn is_uuid_v4(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok_and(|u| u.get_version_num() == 4) && s.len() == 36
 }
+
+/// The real `actionwire` binary in a child process (for RSS, CPU time, ulimits, signals).
+/// Its log is drained continuously and kept for assertions; it is killed when dropped.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    /// Starts the binary with `args` (plus `--bind 127.0.0.1 --port 0`) under `bash -c`, after
+    /// the shell command `prefix` (e.g. `ulimit -n 64`).
+    pub fn spawn(prefix: &str, args: &[&str]) -> ChildServer {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let bin = env!("CARGO_BIN_EXE_actionwire");
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let script = format!(
+            "{prefix}; exec '{bin}' --bind 127.0.0.1 --port 0 {}",
+            quoted.join(" ")
+        );
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().map(str::parse::<SocketAddr>);
+                    if let Some(Ok(a)) = addr {
+                        let _ = tx.send(a);
+                    }
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let addr = rx.recv_timeout(GUARD).expect("the server logs its address");
+        ChildServer { child, addr, log }
+    }
+
+    fn stat(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).expect("proc file")
+    }
+
+    /// Resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.stat("status")
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// User + system CPU time so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = self.stat("stat");
+        // Fields after the command name (which is in parentheses).
+        let rest = stat.rsplit(')').next().expect("stat");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,6 +4,7 @@
 #[macro_use]
 mod harness;
 
+mod abuse;
 mod actions;
 mod bench;
 mod cli;

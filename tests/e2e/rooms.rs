@@ -202,3 +202,30 @@ fn starting_rooms_come_from_config() {
         "room does not exist"
     );
 }
+
+#[test]
+fn client_created_rooms_are_capped_server_wide() {
+    let srv = TestServer::with(|c| {
+        c.general.auto_create_rooms = true;
+        c.general.max_rooms = 3;
+    });
+    let mut a = srv.client();
+    let mut b = srv.client();
+    assert_eq!(ok_data(&a.request("roomAdd one")), true);
+    assert_eq!(
+        error_text(&b.request("roomAdd two")),
+        "too many rooms on this server (limit 3)"
+    );
+    assert_eq!(
+        ok_data(&b.request("roomAdd one")),
+        true,
+        "existing rooms can be joined"
+    );
+    a.request("roomLeave one");
+    b.request("roomLeave one");
+    assert_eq!(
+        ok_data(&b.request("roomAdd two")),
+        true,
+        "room freed when empty"
+    );
+}

@@ -312,3 +312,18 @@ mod files {
         }
     }
 }
+
+#[test]
+fn param_bytes_per_connection_are_capped() {
+    let srv = TestServer::with(|c| c.general.max_param_bytes_per_connection = 1000);
+    let mut c = srv.client();
+    let v = "x".repeat(600);
+    ok_data(&c.request(&format!("paramAdd key={v}")));
+    assert_eq!(
+        error_text(&c.request(&format!("paramAdd value={v}"))),
+        "params too large on this connection (limit 1000 bytes)"
+    );
+    // Replacing a value counts the new size, not both.
+    ok_data(&c.request(&format!("paramAdd key={}", "y".repeat(900))));
+    assert_eq!(c.request("paramView value")["data"], Value::Null);
+}
