@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 pub use actionwire_config::{Config, ConfigError};
 pub use actionwire_reactor::ShutdownHandle;
-use actionwire_reactor::{Reactor, ReactorConfig, ReactorStats};
+use actionwire_reactor::{ListenerOptions, Reactor, ReactorConfig, ReactorStats};
 
 pub use actions::{Action, ActionData, Api, ConnectionInfo, Input};
 use actions::{Registry, RegistryError};
@@ -135,6 +135,15 @@ impl ServerBuilder {
             read_pause_bytes: s.output_buffer_soft_limit.min(256 * 1024),
             shutdown_grace: Duration::from_millis(g.pending_shutdown_wait_limit),
             linger: Duration::from_secs(5),
+        };
+        // Every socket listener shares the protocol's timers; only TLS differs.
+        let socket_listener = |tls: Option<Arc<rustls::ServerConfig>>| ListenerOptions {
+            tag: if tls.is_some() {
+                session::TAG_SOCKET_TLS
+            } else {
+                session::TAG_SOCKET
+            },
+            tls,
             keepalive_interval: Duration::from_millis(s.keep_alive_interval),
             idle_timeout: Duration::from_millis(s.idle_timeout),
             handshake_timeout: Duration::from_millis(s.handshake_timeout),
@@ -189,7 +198,7 @@ impl ServerBuilder {
             None
         };
         let local_addr = reactor
-            .listen(addr, main_tls)
+            .listen(addr, socket_listener(main_tls))
             .map_err(|source| StartError::Listen { addr, source })?;
         let t = &cfg.servers.socket_tls;
         let tls_local_addr = if t.enabled {
@@ -202,7 +211,7 @@ impl ServerBuilder {
             let addr = SocketAddr::new(ip, t.port);
             Some(
                 reactor
-                    .listen(addr, Some(config))
+                    .listen(addr, socket_listener(Some(config)))
                     .map_err(|source| StartError::Listen { addr, source })?,
             )
         } else {

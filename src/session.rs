@@ -24,6 +24,10 @@ use crate::files::PublicDirs;
 use crate::rooms::{JoinError, Rooms};
 use crate::time::now_ms;
 
+/// Listener tags: which protocol a connection speaks.
+pub(crate) const TAG_SOCKET: u8 = 0;
+pub(crate) const TAG_SOCKET_TLS: u8 = 1;
+
 /// Files one connection may have queued and unread (each holds a file descriptor).
 const MAX_QUEUED_FILES: usize = 64;
 
@@ -153,7 +157,7 @@ impl Handler for App {
     type Session = Session;
     type Completion = Vec<u8>;
 
-    fn new_session(&mut self, _id: ConnId, peer: SocketAddr) -> Session {
+    fn new_session(&mut self, _id: ConnId, peer: SocketAddr, _tag: u8) -> Session {
         Session {
             uuid: Uuid::new_v4(),
             peer,

@@ -170,6 +170,10 @@ pub(crate) struct Conn<S> {
     pub(crate) opened: u32,
     /// The application has not yet declared the handshake (first line, TLS) complete.
     pub(crate) handshaking: bool,
+    /// Index of the listener that accepted it (its timers).
+    pub(crate) listener: u8,
+    /// The application asked to stop reading for now.
+    pub(crate) app_paused: bool,
     pub(crate) session: S,
 }
 

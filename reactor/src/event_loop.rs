@@ -66,6 +66,13 @@ pub struct ReactorConfig {
     pub shutdown_grace: Duration,
     /// How long a closing connection may take to drain its output and see the peer's FIN.
     pub linger: Duration,
+}
+
+/// What a listener's connections are: TLS or not, their timers, and a tag the application
+/// gets with each new connection (to tell its protocols apart).
+#[derive(Clone, Default)]
+pub struct ListenerOptions {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Send a keep-alive after this long without receiving anything (zero: off).
     pub keepalive_interval: Duration,
     /// Close after this long without receiving anything (zero: off).
@@ -74,6 +81,8 @@ pub struct ReactorConfig {
     pub handshake_timeout: Duration,
     /// SO_KEEPALIVE on accepted sockets.
     pub tcp_keepalive: bool,
+    /// Handed to [`Handler::new_session`].
+    pub tag: u8,
 }
 
 impl Default for ReactorConfig {
@@ -88,10 +97,6 @@ impl Default for ReactorConfig {
             read_pause_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
             linger: Duration::from_secs(5),
-            keepalive_interval: Duration::ZERO,
-            idle_timeout: Duration::ZERO,
-            handshake_timeout: Duration::from_secs(10),
-            tcp_keepalive: false,
         }
     }
 }
@@ -110,6 +115,29 @@ pub struct ReactorStats {
     pub tls_failures: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// Loop turn durations (poll return to the next poll), a histogram in µs: counts per
+    /// upper bound of [`LOOP_TURN_BOUNDS_US`], the last one for everything above.
+    pub loop_turns: [AtomicU64; LOOP_TURN_BOUNDS_US.len() + 1],
+    pub loop_turn_ns_sum: AtomicU64,
+}
+
+/// Upper bounds (µs) of the loop turn histogram buckets.
+pub const LOOP_TURN_BOUNDS_US: [u64; 10] =
+    [10, 25, 50, 100, 250, 500, 1_000, 5_000, 25_000, 100_000];
+
+impl ReactorStats {
+    fn record_turn(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LOOP_TURN_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LOOP_TURN_BOUNDS_US.len());
+        self.loop_turns[i].fetch_add(1, Ordering::Relaxed);
+        self.loop_turn_ns_sum.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// A timer that came due for an open connection.
@@ -131,8 +159,8 @@ pub trait Handler: Sized {
     /// What a job sends back.
     type Completion: Send + 'static;
 
-    /// A connection was accepted: create its state.
-    fn new_session(&mut self, id: ConnId, peer: SocketAddr) -> Self::Session;
+    /// A connection was accepted on a listener with this `tag`: create its state.
+    fn new_session(&mut self, id: ConnId, peer: SocketAddr, tag: u8) -> Self::Session;
     /// The connection is ready for protocol traffic (send the welcome here).
     fn on_open(&mut self, core: &mut Core<Self>, id: ConnId);
     /// Bytes arrived on an open connection. `data` may be modified in place.
@@ -186,8 +214,10 @@ pub struct Core<H: Handler> {
     dead: Vec<ConnId>,
     /// One entry per connection: handshake, idle, keep-alive, linger and shutdown deadlines.
     wheel: Wheel,
-    /// Deadlines in ticks (0 = off).
+    /// Linger and shutdown grace, in ticks.
     timers: TimerTicks,
+    /// Each listener's connection timers, in ticks (0 = off), by listener index.
+    listener_timers: Vec<ConnTimers>,
     /// Tick at which shutdown stops waiting.
     shutdown_tick: Option<u64>,
     origin: Instant,
@@ -202,11 +232,15 @@ pub struct Core<H: Handler> {
 
 #[derive(Debug, Clone, Copy)]
 struct TimerTicks {
+    linger: u64,
+    shutdown_grace: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnTimers {
     keepalive: u64,
     idle: u64,
     handshake: u64,
-    linger: u64,
-    shutdown_grace: u64,
 }
 
 fn ticks(d: Duration) -> u64 {
@@ -291,15 +325,32 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Stops reading from `id` until [`Core::resume_reading`] (the application cannot take
+    /// more input yet, e.g. a pipelined HTTP request waits for the one before it).
+    pub fn pause_reading(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.app_paused = true;
+        }
+    }
+
+    pub fn resume_reading(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id).filter(|c| c.app_paused) {
+            conn.app_paused = false;
+            if conn.readable && !conn.read_paused {
+                self.mark_ready(id);
+            }
+        }
+    }
+
     /// Links `id`'s wheel entry at its next deadline (or unlinks it when none applies).
     /// Deadlines are recomputed from the stamps when the entry fires.
     fn schedule(&mut self, id: ConnId) {
         let now = self.tick;
-        let t = self.timers;
         let shutdown = self.shutdown_tick;
         let Some(conn) = self.conn(id) else {
             return;
         };
+        let t = self.listener_timers[usize::from(conn.listener)];
         let last_rx = widen(conn.last_rx, now);
         let deadline = match conn.phase {
             Phase::Open => {
@@ -474,8 +525,7 @@ impl<H: Handler> Core<H> {
 
 struct Listener {
     socket: TcpListener,
-    /// TLS configuration when this listener speaks TLS.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    opts: ListenerOptions,
     /// May have connections waiting (no WouldBlock seen since the last edge).
     ready: bool,
 }
@@ -524,9 +574,6 @@ impl<H: Handler> Reactor<H> {
             .max_connections
             .clamp(1, crate::wheel::MAX_SLOT as usize);
         let timers = TimerTicks {
-            keepalive: ticks(cfg.keepalive_interval),
-            idle: ticks(cfg.idle_timeout),
-            handshake: ticks(cfg.handshake_timeout),
             linger: ticks(cfg.linger).max(1),
             shutdown_grace: ticks(cfg.shutdown_grace),
         };
@@ -539,6 +586,7 @@ impl<H: Handler> Reactor<H> {
             dead: Vec::new(),
             wheel: Wheel::new(0),
             timers,
+            listener_timers: Vec::new(),
             shutdown_tick: None,
             origin,
             tick: 0,
@@ -570,11 +618,10 @@ impl<H: Handler> Reactor<H> {
 
     /// Binds a listener (dual-stack when `addr` is the IPv6 wildcard) and returns its address.
     /// With `tls`, every connection it accepts speaks TLS.
-    pub fn listen(
-        &mut self,
-        addr: SocketAddr,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> io::Result<SocketAddr> {
+    pub fn listen(&mut self, addr: SocketAddr, opts: ListenerOptions) -> io::Result<SocketAddr> {
+        if self.listeners.len() >= usize::from(u8::MAX) {
+            return Err(io::Error::other("too many listeners"));
+        }
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
@@ -591,9 +638,14 @@ impl<H: Handler> Reactor<H> {
             .registry()
             .register(&mut listener, token, Interest::READABLE)?;
         let local = listener.local_addr()?;
+        self.core.listener_timers.push(ConnTimers {
+            keepalive: ticks(opts.keepalive_interval),
+            idle: ticks(opts.idle_timeout),
+            handshake: ticks(opts.handshake_timeout),
+        });
         self.listeners.push(Listener {
             socket: listener,
-            tls,
+            opts,
             ready: true,
         });
         Ok(local)
@@ -655,7 +707,7 @@ impl<H: Handler> Reactor<H> {
                             conn.writable = true;
                         }
                         let has_output = !conn.out.is_empty();
-                        if readable && !conn.read_paused {
+                        if readable && !conn.read_paused && !conn.app_paused {
                             self.core.mark_ready(id);
                         }
                         if writable && has_output {
@@ -675,6 +727,7 @@ impl<H: Handler> Reactor<H> {
             self.core.pool.dispatch();
             self.flush_dirty();
             self.reap_dead();
+            self.core.stats.record_turn(self.core.now.elapsed());
             if self.core.shutting_down && self.core.conns.is_empty() {
                 log::info!("all connections closed; event loop stopped");
                 return Ok(());
@@ -802,10 +855,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             match self.listeners[i].socket.accept() {
-                Ok((stream, peer)) => {
-                    let tls = self.listeners[i].tls.clone();
-                    self.add_conn(stream, peer, tls);
-                }
+                Ok((stream, peer)) => self.add_conn(stream, peer, i),
                 Err(e) => match classify(&e) {
                     IoClass::WouldBlock => {
                         self.listeners[i].ready = false;
@@ -833,13 +883,10 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    fn add_conn(
-        &mut self,
-        mut stream: TcpStream,
-        peer: SocketAddr,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) {
-        let transport = match tls {
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize) {
+        let opts = &self.listeners[listener].opts;
+        let (tag, tcp_keepalive) = (opts.tag, opts.tcp_keepalive);
+        let transport = match opts.tls.clone() {
             None => Transport::Plain,
             Some(cfg) => match rustls::ServerConnection::new(cfg) {
                 Ok(conn) => Transport::TlsHandshaking(Box::new(conn)),
@@ -852,9 +899,7 @@ impl<H: Handler> Reactor<H> {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on {peer}: {e}");
         }
-        if self.core.cfg.tcp_keepalive
-            && let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true)
-        {
+        if tcp_keepalive && let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true) {
             log::debug!("SO_KEEPALIVE on {peer}: {e}");
         }
         let peer = normalize(peer);
@@ -869,7 +914,7 @@ impl<H: Handler> Reactor<H> {
             log::warn!("cannot register connection from {peer}: {e}");
             return;
         }
-        let session = self.handler.new_session(id, peer);
+        let session = self.handler.new_session(id, peer, tag);
         let key = self.core.conns.insert(Conn {
             generation,
             stream,
@@ -890,6 +935,8 @@ impl<H: Handler> Reactor<H> {
             last_ping: self.core.tick as u32,
             opened: self.core.tick as u32,
             handshaking: true,
+            listener: u8::try_from(listener).unwrap_or(u8::MAX),
+            app_paused: false,
             session,
         });
         debug_assert_eq!(key, slot);
@@ -936,6 +983,7 @@ impl<H: Handler> Reactor<H> {
                     conn.read_paused = true;
                     return;
                 }
+                Phase::Open if conn.app_paused => return,
                 Phase::Open | Phase::Lingering(_) => {}
                 Phase::Draining(_) | Phase::Dead(_) => return,
             }
@@ -1123,11 +1171,11 @@ impl<H: Handler> Reactor<H> {
 
     /// A connection's entry fired: decide from its stamps what is due, act, and relink.
     fn on_timer(&mut self, id: ConnId, now: u64) {
-        let t = self.core.timers;
         let shutdown_over = self.core.shutdown_tick.is_some_and(|s| now >= s);
         let Some(conn) = self.core.conn(id) else {
             return;
         };
+        let t = self.core.listener_timers[usize::from(conn.listener)];
         match conn.phase {
             Phase::Dead(_) => return,
             Phase::Draining(r) | Phase::Lingering(r) => {

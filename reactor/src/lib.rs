@@ -21,6 +21,7 @@ pub mod wheel;
 
 pub use conn::{CloseReason, ConnId};
 pub use event_loop::{
-    Core, Handler, Reactor, ReactorConfig, ReactorStats, ShutdownHandle, TICK, Timeout,
+    Core, Handler, LOOP_TURN_BOUNDS_US, ListenerOptions, Reactor, ReactorConfig, ReactorStats,
+    ShutdownHandle, TICK, Timeout,
 };
 pub use pool::JobPanic;
