@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::metrics::Outcome;
+
 use actionwire_proto::{RawJson, encode};
 use actionwire_reactor::ReactorStats;
 use serde_json::{Map, Value, json};
@@ -96,7 +98,7 @@ impl Input {
 /// An action: a name, its inputs and documentation, and the code that runs it.
 #[derive(Clone)]
 pub struct Action {
-    name: String,
+    name: Arc<str>,
     version: u32,
     description: String,
     inputs: Vec<Input>,
@@ -121,7 +123,7 @@ impl Action {
         run: impl Fn(&mut ActionData) -> Result<(), String> + Send + Sync + 'static,
     ) -> Action {
         Action {
-            name: name.into(),
+            name: Arc::from(name.into()),
             version: 1,
             description: String::new(),
             inputs: Vec::new(),
@@ -206,7 +208,7 @@ impl Action {
             inputs.insert(i.name.clone(), Value::Object(doc));
         }
         json!({
-            "name": self.name,
+            "name": &*self.name,
             "version": self.version,
             "description": self.description,
             "inputs": inputs,
@@ -369,14 +371,14 @@ impl Registry {
             if a.name.is_empty() {
                 return Err(RegistryError::EmptyName);
             }
-            if by_name.contains_key(&a.name) {
-                return Err(RegistryError::Duplicate(a.name));
+            if by_name.contains_key(&*a.name) {
+                return Err(RegistryError::Duplicate(a.name.to_string()));
             }
             accepted_params.extend(a.inputs.iter().map(|i| i.name.clone()));
             let mut versions = Map::new();
             versions.insert(a.version.to_string(), a.documentation());
-            docs.insert(a.name.clone(), Value::Object(versions));
-            by_name.insert(a.name.clone(), Arc::new(a));
+            docs.insert(a.name.to_string(), Value::Object(versions));
+            by_name.insert(a.name.to_string(), Arc::new(a));
         }
         let documentation = Value::Object(docs);
         let documentation_json = documentation.to_string();
@@ -414,6 +416,28 @@ impl Registry {
     }
 }
 
+/// How a job's reply is framed.
+pub(crate) enum ReplyFormat {
+    /// A socket protocol line with its counters.
+    Socket { count: u64, id: MessageId },
+    /// An HTTP response body; the status follows the outcome.
+    Http,
+}
+
+/// A job's encoded reply.
+pub(crate) enum Reply {
+    Socket(Vec<u8>),
+    Http { status: u16, body: Vec<u8> },
+}
+
+/// What comes back from a worker: the reply, and what the metrics need.
+pub(crate) struct Done {
+    pub action: Arc<str>,
+    pub outcome: Outcome,
+    pub seconds: f64,
+    pub reply: Reply,
+}
+
 /// Everything a worker needs to run one action and encode its reply.
 pub(crate) struct Job {
     pub action: Arc<Action>,
@@ -421,25 +445,24 @@ pub(crate) struct Job {
     pub scrub: bool,
     pub connection: ConnectionInfo,
     pub api: Arc<Api>,
-    pub message_count: u64,
-    pub message_id: MessageId,
+    pub format: ReplyFormat,
 }
 
 impl Job {
     /// Runs on a worker: inputs, the action itself (panics caught), then the encoded reply.
-    pub(crate) fn run(self) -> Vec<u8> {
+    pub(crate) fn run(self) -> Done {
         let Job {
             action,
             mut params,
             scrub,
             connection,
             api,
-            message_count,
-            message_id,
+            format,
         } = self;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
             if let Err(msg) = action.prepare(&mut params) {
-                return (Map::new(), Some(msg));
+                return (Map::new(), Some(msg), Outcome::InvalidInput);
             }
             if scrub {
                 params.retain(|k, _| {
@@ -453,9 +476,14 @@ impl Job {
                 api,
             };
             let err = (action.run)(&mut data).err();
-            (data.response, err)
+            let outcome = if err.is_some() {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            };
+            (data.response, err, outcome)
         }));
-        let (response, error) = outcome.unwrap_or_else(|payload| {
+        let (response, error, outcome) = result.unwrap_or_else(|payload| {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -465,17 +493,38 @@ impl Job {
             (
                 Map::new(),
                 Some(format!("internal error in action {}", action.name)),
+                Outcome::Panic,
             )
         });
+        let seconds = started.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(128);
-        encode::action_reply(
-            &mut out,
-            &response,
-            error.as_deref(),
-            message_count,
-            RawJson(message_id.as_str()),
-        );
-        out
+        let reply = match format {
+            ReplyFormat::Socket { count, id } => {
+                encode::action_reply(
+                    &mut out,
+                    &response,
+                    error.as_deref(),
+                    count,
+                    RawJson(id.as_str()),
+                );
+                Reply::Socket(out)
+            }
+            ReplyFormat::Http => {
+                encode::action_object(&mut out, &response, error.as_deref());
+                let status = match outcome {
+                    Outcome::Ok => 200,
+                    Outcome::InvalidInput => 422,
+                    Outcome::Error | Outcome::Panic => 500,
+                };
+                Reply::Http { status, body: out }
+            }
+        };
+        Done {
+            action: Arc::clone(&action.name),
+            outcome,
+            seconds,
+            reply,
+        }
     }
 }
 

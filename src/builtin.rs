@@ -142,10 +142,28 @@ fn consumed_memory_mb() -> f64 {
     (kb / 1024.0 * 100.0).round() / 100.0
 }
 
+/// The `status` action's fields (also `GET /status`).
+pub fn status_fields(api: &crate::Api) -> serde_json::Map<String, Value> {
+    let mut r = serde_json::Map::new();
+    fill_status(api, &mut r);
+    r
+}
+
 fn status() -> Action {
     Action::new("status", |data| {
-        let api = &data.api;
-        let r = &mut data.response;
+        fill_status(&data.api, &mut data.response);
+        Ok(())
+    })
+    .description("I will return some basic information about the API")
+    .output_example(
+        json!({"id": "actionwire-host", "actionheroVersion": env!("CARGO_PKG_VERSION"),
+        "uptime": 10469, "nodeStatus": "Node Healthy", "problems": [], "connections": 1,
+        "rooms": 2, "pendingActions": 1}),
+    )
+}
+
+fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
+    {
         r.insert("id".into(), json!(api.server_id));
         r.insert("actionheroVersion".into(), json!(env!("CARGO_PKG_VERSION")));
         r.insert("name".into(), json!(env!("CARGO_PKG_NAME")));
@@ -161,14 +179,7 @@ fn status() -> Action {
         r.insert("keepAlivePingsSent".into(), json!(api.keepalive_pings()));
         r.insert("idleTimeouts".into(), json!(api.idle_timeouts()));
         r.insert("handshakeTimeouts".into(), json!(api.handshake_timeouts()));
-        Ok(())
-    })
-    .description("I will return some basic information about the API")
-    .output_example(
-        json!({"id": "actionwire-host", "actionheroVersion": env!("CARGO_PKG_VERSION"),
-        "uptime": 10469, "nodeStatus": "Node Healthy", "problems": [], "connections": 1,
-        "rooms": 2, "pendingActions": 1}),
-    )
+    }
 }
 
 fn show_documentation() -> Action {

@@ -29,6 +29,7 @@ pub mod builtin;
 pub mod cache;
 pub mod files;
 pub mod limits;
+mod metrics;
 pub mod rooms;
 mod session;
 pub mod time;
@@ -179,6 +180,10 @@ impl ServerBuilder {
             max_param_bytes: g.max_param_bytes_per_connection,
             max_rooms: g.max_rooms_per_connection,
             max_json_depth: s.max_json_depth,
+            web: session::WebSettings {
+                max_header_bytes: cfg.servers.web.max_header_bytes,
+                max_body_bytes: cfg.servers.web.max_body_bytes,
+            },
         };
         let summary = Summary {
             workers,
@@ -217,10 +222,32 @@ impl ServerBuilder {
         } else {
             None
         };
+        let w = &cfg.servers.web;
+        let web_local_addr = if w.enabled {
+            let ip: IpAddr = w.bind_ip.parse().map_err(|_| ConfigError {
+                key: "servers.web.bindIP".into(),
+                message: "must be an IP address".into(),
+            })?;
+            let addr = SocketAddr::new(ip, w.port);
+            let opts = ListenerOptions {
+                tag: session::TAG_WEB,
+                idle_timeout: Duration::from_millis(w.keep_alive_timeout),
+                tcp_keepalive: s.set_keep_alive,
+                ..ListenerOptions::default()
+            };
+            Some(
+                reactor
+                    .listen(addr, opts)
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             reactor,
             local_addr,
             tls_local_addr,
+            web_local_addr,
             config: cfg,
             summary,
             api,
@@ -239,6 +266,7 @@ pub struct Server {
     reactor: Reactor<App>,
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
+    web_local_addr: Option<SocketAddr>,
     config: Config,
     summary: Summary,
     api: Arc<Api>,
@@ -260,6 +288,11 @@ impl Server {
     /// The address of the second, TLS listener (`servers.socketTls`), when enabled.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
         self.tls_local_addr
+    }
+
+    /// The address of the HTTP front door (`servers.web`), when enabled.
+    pub fn web_local_addr(&self) -> Option<SocketAddr> {
+        self.web_local_addr
     }
 
     /// A handle that shuts the server down gracefully from any thread.
@@ -298,7 +331,11 @@ impl Server {
             if s.secure { "TLS" } else { "plain TCP" },
             self.tls_local_addr
                 .map(|a| format!(", and TLS on {a}"))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &self
+                    .web_local_addr
+                    .map(|a| format!(", and HTTP on {a}"))
+                    .unwrap_or_default(),
             self.summary.workers,
             self.summary.max_connections,
             s.delimiter,

@@ -100,6 +100,10 @@ struct ServeArgs {
     #[arg(long, value_name = "PORT", env = "ACTIONWIRE_TLS_PORT")]
     tls_port: Option<u16>,
 
+    /// Serve HTTP on this port (servers.web): actions at /api/<action>, /status, /metrics.
+    #[arg(long, value_name = "PORT", env = "ACTIONWIRE_WEB_PORT")]
+    web_port: Option<u16>,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -182,6 +186,10 @@ fn serve(cli: ServeArgs) -> ExitCode {
     }
     if cli.set_keep_alive {
         socket.set_keep_alive = true;
+    }
+    if let Some(port) = cli.web_port {
+        config.servers.web.enabled = true;
+        config.servers.web.port = port;
     }
     if let Some(port) = cli.tls_port {
         let t = &mut config.servers.socket_tls;

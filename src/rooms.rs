@@ -135,6 +135,11 @@ impl Rooms {
         was
     }
 
+    /// Memberships over all rooms (O(rooms): for metrics, not the hot path).
+    pub fn members_total(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
     /// Members of a room (empty for a room that does not exist).
     pub fn members(&self, name: &str) -> impl Iterator<Item = ConnId> + '_ {
         self.rooms

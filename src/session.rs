@@ -19,14 +19,19 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::actions::{Api, ConnectionInfo, Job, MessageId, Registry};
+use crate::actions::{Api, ConnectionInfo, Done, Job, MessageId, Registry, Reply, ReplyFormat};
 use crate::files::PublicDirs;
+use crate::metrics::Metrics;
 use crate::rooms::{JoinError, Rooms};
 use crate::time::now_ms;
 
 /// Listener tags: which protocol a connection speaks.
 pub(crate) const TAG_SOCKET: u8 = 0;
 pub(crate) const TAG_SOCKET_TLS: u8 = 1;
+pub(crate) const TAG_WEB: u8 = 2;
+
+mod http;
+pub(crate) use http::WebSettings;
 
 /// Files one connection may have queued and unread (each holds a file descriptor).
 const MAX_QUEUED_FILES: usize = 64;
@@ -43,6 +48,10 @@ pub struct Session {
     pending_actions: u32,
     message_count: u64,
     scanner: Scanner,
+    /// Listener tag: which protocol (and transport, for metrics).
+    tag: u8,
+    /// HTTP state, for connections of the web listener.
+    http: Option<Box<http::HttpConn>>,
 }
 
 impl Session {
@@ -106,6 +115,7 @@ pub(crate) struct Settings {
     pub max_param_bytes: usize,
     pub max_rooms: usize,
     pub max_json_depth: usize,
+    pub web: WebSettings,
 }
 
 /// The application's [`Handler`].
@@ -124,6 +134,7 @@ struct State {
     api: Arc<Api>,
     /// Scratch buffer for encoding one reply.
     out: Vec<u8>,
+    metrics: Metrics,
 }
 
 impl App {
@@ -148,6 +159,7 @@ impl App {
                 public,
                 api,
                 out: Vec::with_capacity(256),
+                metrics: Metrics::default(),
             },
         }
     }
@@ -155,9 +167,12 @@ impl App {
 
 impl Handler for App {
     type Session = Session;
-    type Completion = Vec<u8>;
+    type Completion = Done;
 
-    fn new_session(&mut self, _id: ConnId, peer: SocketAddr, _tag: u8) -> Session {
+    fn new_session(&mut self, _id: ConnId, peer: SocketAddr, tag: u8) -> Session {
+        let metrics = &mut self.state.metrics;
+        metrics.open[usize::from(tag)] += 1;
+        metrics.accepted[usize::from(tag)] += 1;
         Session {
             uuid: Uuid::new_v4(),
             peer,
@@ -168,17 +183,24 @@ impl Handler for App {
             pending_actions: 0,
             message_count: 0,
             scanner: Scanner::default(),
+            tag,
+            http: (tag == TAG_WEB).then(Box::default),
         }
     }
 
     fn on_open(&mut self, core: &mut Core<Self>, id: ConnId) {
-        core.send(id, &self.state.welcome);
+        if core.session(id).is_some_and(|s| s.http.is_none()) {
+            core.send(id, &self.state.welcome);
+        }
     }
 
     fn on_data(&mut self, core: &mut Core<Self>, id: ConnId, data: &mut [u8]) {
         let Some(session) = core.session_mut(id) else {
             return;
         };
+        if session.http.is_some() {
+            return self.state.http_data(core, id, data);
+        }
         // The scanner is taken out for the duration so lines can borrow from it while the
         // handler works on the rest of the loop state.
         let mut scanner = std::mem::take(&mut session.scanner);
@@ -189,32 +211,34 @@ impl Handler for App {
         }
     }
 
-    fn on_completion(
-        &mut self,
-        core: &mut Core<Self>,
-        id: ConnId,
-        result: Result<Vec<u8>, JobPanic>,
-    ) {
+    fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, result: Result<Done, JobPanic>) {
         let Some(session) = core.session_mut(id) else {
             return;
         };
         debug_assert!(session.pending_actions > 0);
         session.pending_actions = session.pending_actions.saturating_sub(1);
         let pending = session.pending_actions;
-        self.state
-            .api
-            .pending_actions
-            .fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(reply) => {
-                core.send_owned(id, reply);
-            }
+        let state = &mut self.state;
+        state.api.pending_actions.fetch_sub(1, Ordering::Relaxed);
+        let done = match result {
+            Ok(done) => done,
             // Job::run catches action panics itself; this is a bug in the encoding path.
-            Err(p) => log::error!("action job failed outside the action: {}", p.message),
-        }
-        if core.is_shutting_down() && pending == 0 {
-            self.state
-                .bye_and_close(core, id, None, CloseReason::Shutdown);
+            Err(p) => {
+                log::error!("action job failed outside the action: {}", p.message);
+                return;
+            }
+        };
+        state
+            .metrics
+            .action(&done.action, done.outcome, done.seconds);
+        match done.reply {
+            Reply::Socket(bytes) => {
+                core.send_owned(id, bytes);
+                if core.is_shutting_down() && pending == 0 {
+                    state.bye_and_close(core, id, None, CloseReason::Shutdown);
+                }
+            }
+            Reply::Http { status, body } => state.http_action_done(core, id, status, &body),
         }
     }
 
@@ -223,43 +247,61 @@ impl Handler for App {
         _core: &mut Core<Self>,
         id: ConnId,
         session: Session,
-        _reason: CloseReason,
+        reason: CloseReason,
     ) {
-        let api = &self.state.api;
-        api.pending_actions
+        let state = &mut self.state;
+        state.metrics.open[usize::from(session.tag)] -= 1;
+        state.metrics.closed(reason);
+        state
+            .api
+            .pending_actions
             .fetch_sub(session.pending_actions as usize, Ordering::Relaxed);
         for room in &session.rooms {
-            self.state.rooms.leave(room, id);
+            state.rooms.leave(room, id);
         }
-        api.rooms.store(self.state.rooms.len(), Ordering::Relaxed);
+        state.api.rooms.store(state.rooms.len(), Ordering::Relaxed);
     }
 
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
         for id in core.open_ids() {
-            if core.session(id).is_some_and(|s| s.pending_actions == 0) {
+            let Some(s) = core.session(id) else {
+                continue;
+            };
+            let idle = s.pending_actions == 0;
+            if s.http.is_some() {
+                // An HTTP client gets its pending response (with `Connection: close`) first.
+                if idle {
+                    core.close(id, CloseReason::Shutdown);
+                }
+            } else if idle {
                 self.state
                     .bye_and_close(core, id, None, CloseReason::Shutdown);
             }
         }
     }
 
-    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) {
+    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool {
         let state = &mut self.state;
+        if let Some(s) = core.session(id).filter(|s| s.http.is_some()) {
+            // HTTP: an idle keep-alive connection just closes, unless a response is pending.
+            return s.pending_actions == 0;
+        }
         match timeout {
             Timeout::KeepAlive => {
                 let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
                 encode::keep_alive(&mut state.out, &now.to_string());
                 state.flush_out(core, id);
+                false
             }
             Timeout::Idle => {
                 state.bye_and_close(core, id, Some("idle timeout"), CloseReason::IdleTimeout);
+                true
             }
-            Timeout::Handshake => state.bye_and_close(
-                core,
-                id,
-                Some("handshake timeout"),
-                CloseReason::HandshakeTimeout,
-            ),
+            Timeout::Handshake => {
+                let reason = CloseReason::HandshakeTimeout;
+                state.bye_and_close(core, id, Some("handshake timeout"), reason);
+                true
+            }
         }
     }
 }
@@ -274,6 +316,7 @@ impl State {
                 Flow::Stop
             }
             Event::TooLong { max, actual } => {
+                self.metrics.lines += 1;
                 if matches!(actual, LineLength::Exact(_)) {
                     core.handshake_done(id); // a whole line arrived, if an over-long one
                 }
@@ -287,6 +330,7 @@ impl State {
                 Flow::Continue
             }
             Event::Line(bytes) => {
+                self.metrics.lines += 1;
                 // A plain connection's handshake is its first complete line.
                 core.handshake_done(id);
                 let line = String::from_utf8_lossy(bytes);
@@ -579,8 +623,10 @@ impl State {
         let mut line = Vec::with_capacity(96 + message.len());
         encode::chat(&mut line, message, room, From::Connection(&from), now_ms());
         let line: Arc<[u8]> = Arc::from(line);
+        self.metrics.chat_messages += 1;
         for member in self.rooms.members(room) {
             core.send_shared(member, &line);
+            self.metrics.chat_deliveries += 1;
         }
     }
 
@@ -627,9 +673,11 @@ impl State {
         };
         s.total_actions += 1;
         if shutting_down {
+            self.metrics.actions_refused += 1;
             return self.error(core, id, "the server is shutting down", count, mid.as_str());
         }
         if s.pending_actions >= limit {
+            self.metrics.actions_refused += 1;
             return self.error(
                 core,
                 id,
@@ -641,6 +689,7 @@ impl State {
         let params = request_params.unwrap_or_else(|| s.params_object());
         let Some(action) = name.and_then(|n| self.registry.find(n, params.get("apiVersion")))
         else {
+            self.metrics.actions_refused += 1;
             return self.error(
                 core,
                 id,
@@ -660,8 +709,7 @@ impl State {
                 remote: s.peer,
             },
             api: Arc::clone(&self.api),
-            message_count: count,
-            message_id: mid,
+            format: ReplyFormat::Socket { count, id: mid },
         };
         core.spawn(id, move || job.run());
     }

@@ -147,6 +147,37 @@ pub struct Servers {
     /// 5000 and TLS on 5001). Protocol settings (delimiter, limits, timeouts) come from
     /// `servers.socket`.
     pub socket_tls: TlsListener,
+    /// The HTTP front door: actions over HTTP, `/status`, `/metrics`.
+    pub web: Web,
+}
+
+/// `servers.web.*`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Web {
+    pub enabled: bool,
+    pub port: u16,
+    #[serde(rename = "bindIP")]
+    pub bind_ip: String,
+    /// Request line + headers, bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Idle keep-alive connections are closed after this long, ms (0 = never).
+    pub keep_alive_timeout: u64,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            enabled: false,
+            port: 8080,
+            bind_ip: "0.0.0.0".into(),
+            max_header_bytes: 8192,
+            max_body_bytes: 1 << 20,
+            keep_alive_timeout: 5000,
+        }
+    }
 }
 
 /// `servers.socketTls.*`.
@@ -408,6 +439,18 @@ impl Config {
                 "servers.socket.outputBufferSoftLimit",
                 "must not exceed outputBufferHardLimit",
             );
+        }
+        let w = &self.servers.web;
+        if w.enabled {
+            if w.bind_ip.parse::<IpAddr>().is_err() {
+                return err(
+                    "servers.web.bindIP",
+                    "must be an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::",
+                );
+            }
+            if w.max_header_bytes < 256 {
+                return err("servers.web.maxHeaderBytes", "must be at least 256 bytes");
+            }
         }
         if self.workers.count > MAX_WORKERS {
             return err("workers.count", "must be at most 1024 (0 = one per core)");

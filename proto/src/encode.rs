@@ -119,6 +119,33 @@ pub fn action_reply(
     counters(out, count, id);
 }
 
+/// An action's result as a bare object (the HTTP body): its response fields in order, then
+/// `error` if it failed. A response field named `error` is left out, as in [`action_reply`].
+pub fn action_object(out: &mut Vec<u8>, response: &Map<String, Value>, error: Option<&str>) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in response {
+        if k == "error" {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json(out, k.as_str());
+        out.push(b':');
+        write_json(out, v);
+    }
+    if let Some(text) = error {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"error\":");
+        write_json(out, text);
+    }
+    out.push(b'}');
+}
+
 /// The over-long line reply, with actionhero's legacy (swapped) wording.
 pub fn too_long(out: &mut Vec<u8>, max: usize, actual: LineLength, count: u64, id: RawJson<'_>) {
     let actual = match actual {
@@ -224,6 +251,23 @@ mod tests {
             s(|o| action_reply(o, &Map::new(), Some("bad"), 2, ID)),
             "{\"error\":\"bad\",\"context\":\"response\",\"messageCount\":2,\"messageId\":\"m-1\"}\r\n"
         );
+    }
+
+    #[test]
+    fn action_object_for_http() {
+        let mut resp = Map::new();
+        resp.insert("a".into(), json!(1));
+        resp.insert("error".into(), json!("shadowed"));
+        assert_eq!(s(|o| action_object(o, &resp, None)), r#"{"a":1}"#);
+        assert_eq!(
+            s(|o| action_object(o, &resp, Some("bad"))),
+            r#"{"a":1,"error":"bad"}"#
+        );
+        assert_eq!(
+            s(|o| action_object(o, &Map::new(), Some("x"))),
+            r#"{"error":"x"}"#
+        );
+        assert_eq!(s(|o| action_object(o, &Map::new(), None)), "{}");
     }
 
     #[test]

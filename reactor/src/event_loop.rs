@@ -182,8 +182,10 @@ pub trait Handler: Sized {
     );
     /// Shutdown began: listeners are closed; close connections as they finish.
     fn on_shutdown(&mut self, core: &mut Core<Self>);
-    /// A timer came due for an open connection.
-    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout);
+    /// A timer came due for an open connection. For `Idle` and `Handshake`, return true to
+    /// have the connection closed (after whatever goodbye the handler queued), false to keep
+    /// it (e.g. a response is still being computed); `KeepAlive`'s return is ignored.
+    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool;
 }
 
 /// Asks a running loop to shut down gracefully (from any thread, e.g. a signal handler).
@@ -322,6 +324,15 @@ impl<H: Handler> Core<H> {
     pub fn handshake_done(&mut self, id: ConnId) {
         if let Some(conn) = self.conn_mut(id) {
             conn.handshaking = false;
+        }
+    }
+
+    /// Counts as activity on `id` now (idle and keep-alive timers restart from here), for
+    /// protocols where the server's answer, not only the client's bytes, ends a wait.
+    pub fn touch(&mut self, id: ConnId) {
+        let tick = self.tick as u32;
+        if let Some(conn) = self.conn_mut(id) {
+            conn.last_rx = tick;
         }
     }
 
@@ -1225,14 +1236,15 @@ impl<H: Handler> Reactor<H> {
                     .on_timeout(&mut self.core, id, Timeout::KeepAlive);
             }
             Some(timeout) => {
+                let stats = Arc::clone(stats);
                 let (counter, reason) = match timeout {
                     Timeout::Idle => (&stats.idle_timeouts, CloseReason::IdleTimeout),
                     _ => (&stats.handshake_timeouts, CloseReason::HandshakeTimeout),
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
-                self.handler.on_timeout(&mut self.core, id, timeout);
-                // The handler says goodbye; the connection closes either way.
-                self.core.close(id, reason);
+                if self.handler.on_timeout(&mut self.core, id, timeout) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    self.core.close(id, reason);
+                }
             }
             None => {}
         }

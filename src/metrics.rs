@@ -1,0 +1,316 @@
+//! Server metrics in Prometheus text exposition format (`GET /metrics`).
+//!
+//! Counters the loop thread updates live here as plain integers (no atomics: the loop is the
+//! only writer and `/metrics` is served on the loop too); counters the reactor and workers
+//! update are read from their atomics at scrape time. Action metrics are labelled by action
+//! name for registered actions only, so clients cannot grow the label set.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actionwire_reactor::{CloseReason, LOOP_TURN_BOUNDS_US, ReactorStats};
+
+/// Transports, as metric labels.
+pub(crate) const TRANSPORTS: [&str; 3] = ["plain", "tls", "http"];
+
+/// How an action call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Outcome {
+    Ok,
+    /// Refused by its inputs (required, formatter, validator).
+    InvalidInput,
+    /// The action returned an error.
+    Error,
+    /// The action panicked.
+    Panic,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::InvalidInput => "invalid_input",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the action duration histogram.
+const ACTION_BOUNDS_S: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+const CLOSE_REASONS: [CloseReason; 7] = [
+    CloseReason::Quit,
+    CloseReason::Eof,
+    CloseReason::OutputLimit,
+    CloseReason::Error,
+    CloseReason::Shutdown,
+    CloseReason::IdleTimeout,
+    CloseReason::HandshakeTimeout,
+];
+
+fn reason_label(r: CloseReason) -> &'static str {
+    match r {
+        CloseReason::Quit => "quit",
+        CloseReason::Eof => "eof",
+        CloseReason::OutputLimit => "output_limit",
+        CloseReason::Error => "error",
+        CloseReason::Shutdown => "shutdown",
+        CloseReason::IdleTimeout => "idle",
+        CloseReason::HandshakeTimeout => "handshake_timeout",
+    }
+}
+
+/// Gauges read at scrape time from the rest of the server.
+pub(crate) struct Gauges {
+    pub pending_actions: usize,
+    pub rooms: usize,
+    pub room_members: usize,
+    pub worker_queue: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub open: [u64; 3],
+    pub accepted: [u64; 3],
+    closed: HashMap<&'static str, u64>,
+    pub lines: u64,
+    pub http_requests: HashMap<u16, u64>,
+    actions: HashMap<(Arc<str>, Outcome), u64>,
+    pub actions_refused: u64,
+    action_buckets: [u64; ACTION_BOUNDS_S.len() + 1],
+    action_seconds_sum: f64,
+    pub chat_messages: u64,
+    pub chat_deliveries: u64,
+}
+
+impl Metrics {
+    pub(crate) fn closed(&mut self, r: CloseReason) {
+        *self.closed.entry(reason_label(r)).or_default() += 1;
+    }
+
+    pub(crate) fn action(&mut self, name: &Arc<str>, outcome: Outcome, seconds: f64) {
+        *self.actions.entry((Arc::clone(name), outcome)).or_default() += 1;
+        let i = ACTION_BOUNDS_S
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(ACTION_BOUNDS_S.len());
+        self.action_buckets[i] += 1;
+        self.action_seconds_sum += seconds;
+    }
+
+    /// The whole exposition.
+    pub(crate) fn render(&self, stats: &ReactorStats, g: &Gauges) -> String {
+        let mut o = String::with_capacity(4096);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        head(
+            &mut o,
+            "actionwire_connections_open",
+            "gauge",
+            "Connections open now, by transport.",
+        );
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "actionwire_connections_open{{transport=\"{t}\"}} {}",
+                self.open[i]
+            );
+        }
+        head(
+            &mut o,
+            "actionwire_connections_accepted_total",
+            "counter",
+            "Connections accepted, by transport.",
+        );
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "actionwire_connections_accepted_total{{transport=\"{t}\"}} {}",
+                self.accepted[i]
+            );
+        }
+        head(
+            &mut o,
+            "actionwire_connections_closed_total",
+            "counter",
+            "Connections closed, by reason.",
+        );
+        for r in CLOSE_REASONS {
+            let l = reason_label(r);
+            let _ = writeln!(
+                o,
+                "actionwire_connections_closed_total{{reason=\"{l}\"}} {}",
+                self.closed.get(l).copied().unwrap_or(0)
+            );
+        }
+        counter(
+            &mut o,
+            "actionwire_received_bytes_total",
+            "Bytes received from clients (before TLS decryption).",
+            load(&stats.bytes_in),
+        );
+        counter(
+            &mut o,
+            "actionwire_sent_bytes_total",
+            "Bytes sent to clients (after TLS encryption).",
+            load(&stats.bytes_out),
+        );
+        counter(
+            &mut o,
+            "actionwire_lines_received_total",
+            "Socket protocol lines received (over-long lines included).",
+            self.lines,
+        );
+        head(
+            &mut o,
+            "actionwire_http_requests_total",
+            "counter",
+            "HTTP requests answered, by status code.",
+        );
+        let mut codes: Vec<_> = self.http_requests.iter().collect();
+        codes.sort();
+        for (code, n) in codes {
+            let _ = writeln!(o, "actionwire_http_requests_total{{code=\"{code}\"}} {n}");
+        }
+        head(
+            &mut o,
+            "actionwire_actions_total",
+            "counter",
+            "Actions run, by action and outcome.",
+        );
+        let mut actions: Vec<_> = self.actions.iter().collect();
+        actions.sort_by(|a, b| (&*a.0.0, a.0.1.label()).cmp(&(&*b.0.0, b.0.1.label())));
+        for ((name, outcome), n) in actions {
+            let _ = writeln!(
+                o,
+                "actionwire_actions_total{{action=\"{}\",outcome=\"{}\"}} {n}",
+                escape(name),
+                outcome.label()
+            );
+        }
+        counter(
+            &mut o,
+            "actionwire_actions_refused_total",
+            "Action calls refused before running (unknown, too many pending, shutting down).",
+            self.actions_refused,
+        );
+        let counts = self.action_buckets;
+        histogram(
+            &mut o,
+            "actionwire_action_duration_seconds",
+            "Time actions spent on a worker.",
+            &ACTION_BOUNDS_S,
+            &counts,
+            self.action_seconds_sum,
+        );
+        gauge(
+            &mut o,
+            "actionwire_pending_actions",
+            "Actions queued or running, all connections.",
+            g.pending_actions as u64,
+        );
+        gauge(
+            &mut o,
+            "actionwire_worker_queue_depth",
+            "Jobs handed to the worker pool and not finished.",
+            g.worker_queue as u64,
+        );
+        gauge(
+            &mut o,
+            "actionwire_rooms",
+            "Chat rooms that exist.",
+            g.rooms as u64,
+        );
+        gauge(
+            &mut o,
+            "actionwire_room_members",
+            "Room memberships, all rooms.",
+            g.room_members as u64,
+        );
+        counter(
+            &mut o,
+            "actionwire_chat_messages_total",
+            "Messages said in rooms.",
+            self.chat_messages,
+        );
+        counter(
+            &mut o,
+            "actionwire_chat_deliveries_total",
+            "Chat lines queued to members (fan-out).",
+            self.chat_deliveries,
+        );
+        counter(
+            &mut o,
+            "actionwire_keepalive_pings_total",
+            "Keep-alive lines sent.",
+            load(&stats.keepalive_pings),
+        );
+        counter(
+            &mut o,
+            "actionwire_tls_handshakes_total",
+            "TLS handshakes completed.",
+            load(&stats.tls_handshakes),
+        );
+        counter(
+            &mut o,
+            "actionwire_tls_handshake_failures_total",
+            "TLS connections that failed (bad hello, refused certificate, protocol error).",
+            load(&stats.tls_failures),
+        );
+        let turns: Vec<u64> = stats.loop_turns.iter().map(load).collect();
+        let bounds: Vec<f64> = LOOP_TURN_BOUNDS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .collect();
+        histogram(
+            &mut o,
+            "actionwire_loop_turn_seconds",
+            "Event loop turns, from poll return to the next poll.",
+            &bounds,
+            &turns,
+            load(&stats.loop_turn_ns_sum) as f64 / 1e9,
+        );
+        o
+    }
+}
+
+fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+    head(o, name, "counter", help);
+    let _ = writeln!(o, "{name} {v}");
+}
+
+fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
+    head(o, name, "gauge", help);
+    let _ = writeln!(o, "{name} {v}");
+}
+
+/// Cumulative buckets from per-bucket counts (the last count is above every bound).
+fn histogram(o: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    debug_assert_eq!(bounds.len() + 1, counts.len());
+    head(o, name, "histogram", help);
+    let mut cumulative = 0;
+    for (b, c) in bounds.iter().zip(counts) {
+        cumulative += c;
+        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+    }
+    cumulative += counts.last().copied().unwrap_or(0);
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(o, "{name}_sum {sum}");
+    let _ = writeln!(o, "{name}_count {cumulative}");
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

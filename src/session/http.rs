@@ -1,0 +1,543 @@
+//! The HTTP/1.1 front door: the same reactor, output queues, timers and backpressure as the
+//! socket protocol, with requests parsed by `httparse`.
+//!
+//! Routes: `GET|POST /api/<action>` (query string, JSON or form body) run the action on the
+//! worker pool; `GET /status` (200, or 503 while shutting down) and `GET /metrics`
+//! (Prometheus text) are answered on the loop. Keep-alive and pipelining are supported:
+//! answers go out in request order, because while a request's action runs, later requests
+//! wait in the buffer and reading from the connection is paused. Bodies need a
+//! `Content-Length`: a chunked body is answered 411. Limits answer 431 (headers) and 413
+//! (body); a malformed request gets 400 and the connection is closed.
+
+use std::fmt::Write as _;
+
+use actionwire_reactor::{CloseReason, ConnId};
+use serde_json::{Map, Value};
+
+use super::{AppCore, State};
+use crate::actions::{ConnectionInfo, Job, ReplyFormat};
+use crate::metrics::Gauges;
+
+/// Headers parsed per request at most (431 beyond).
+const MAX_HEADERS: usize = 64;
+
+/// Limits of the web listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WebSettings {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+/// Per-connection HTTP state.
+#[derive(Debug, Default)]
+pub(crate) struct HttpConn {
+    /// Bytes received and not yet consumed by a complete request.
+    input: Vec<u8>,
+    /// A request's action is running: `Some(keep_alive)` of that request.
+    waiting: Option<bool>,
+    /// `100 Continue` was sent for the request whose body is awaited.
+    continue_sent: bool,
+}
+
+/// The parts of a request head the routes need, owned (the input buffer moves on).
+struct Head {
+    method: String,
+    path: String,
+    keep_alive: bool,
+    content_length: usize,
+    content_type: String,
+    expect_continue: bool,
+    chunked: bool,
+}
+
+/// What parsing the buffer gave.
+enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A complete head of `len` bytes.
+    Head(Head, usize),
+    /// Refused: answer with this status and close.
+    Refuse(u16, &'static str),
+}
+
+fn parse(input: &[u8], max_header: usize) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(input) {
+        Ok(httparse::Status::Partial) if input.len() > max_header => {
+            return Parsed::Refuse(431, "request headers too large");
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Complete(len)) if len > max_header => {
+            return Parsed::Refuse(431, "request headers too large");
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refuse(431, "too many request headers");
+        }
+        Err(_) => return Parsed::Refuse(400, "malformed request"),
+    };
+    let http11 = req.version == Some(1);
+    let mut head = Head {
+        method: req.method.unwrap_or("").to_owned(),
+        path: req.path.unwrap_or("").to_owned(),
+        keep_alive: http11,
+        content_length: 0,
+        content_type: String::new(),
+        expect_continue: false,
+        chunked: false,
+    };
+    let mut lengths = Vec::new();
+    for h in req.headers.iter() {
+        let value = String::from_utf8_lossy(h.value);
+        let value = value.trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match value.parse::<usize>() {
+                Ok(n) => lengths.push(n),
+                Err(_) => return Parsed::Refuse(400, "invalid Content-Length"),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            head.content_type = value.to_ascii_lowercase();
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    lengths.dedup();
+    match lengths.as_slice() {
+        [] => {}
+        [n] => head.content_length = *n,
+        _ => return Parsed::Refuse(400, "conflicting Content-Length headers"),
+    }
+    Parsed::Head(head, len)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn error_body(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    actionwire_proto::encode::action_object(&mut out, &Map::new(), Some(text));
+    out
+}
+
+/// Query string or form body → params (later keys win).
+fn form_params(into: &mut Map<String, Value>, bytes: &[u8]) {
+    for (k, v) in form_urlencoded::parse(bytes) {
+        into.insert(k.into_owned(), Value::String(v.into_owned()));
+    }
+}
+
+impl State {
+    /// Bytes arrived on an HTTP connection.
+    pub(super) fn http_data(&mut self, core: &mut AppCore, id: ConnId, data: &[u8]) {
+        let Some(mut conn) = core.session_mut(id).and_then(|s| s.http.take()) else {
+            return;
+        };
+        conn.input.extend_from_slice(data);
+        self.http_process(core, id, &mut conn);
+        if let Some(s) = core.session_mut(id) {
+            s.http = Some(conn);
+        }
+    }
+
+    /// An action for an HTTP request finished: answer it, then go on with what waited.
+    pub(super) fn http_action_done(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        status: u16,
+        body: &[u8],
+    ) {
+        let Some(mut conn) = core.session_mut(id).and_then(|s| s.http.take()) else {
+            return;
+        };
+        let keep_alive = conn.waiting.take().unwrap_or(false);
+        self.http_respond(
+            core,
+            id,
+            status,
+            "application/json",
+            body,
+            keep_alive,
+            false,
+            "",
+        );
+        core.touch(id); // the keep-alive timeout counts from the response
+        if core.is_open(id) {
+            core.resume_reading(id);
+            self.http_process(core, id, &mut conn);
+        }
+        if let Some(s) = core.session_mut(id) {
+            s.http = Some(conn);
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order, until one waits for a worker.
+    fn http_process(&mut self, core: &mut AppCore, id: ConnId, conn: &mut HttpConn) {
+        let web = self.settings.web;
+        while conn.waiting.is_none() && core.is_open(id) && !conn.input.is_empty() {
+            let (head, head_len) = match parse(&conn.input, web.max_header_bytes) {
+                Parsed::Partial => return,
+                Parsed::Refuse(status, text) => {
+                    conn.input = Vec::new();
+                    let body = error_body(text);
+                    self.http_respond(
+                        core,
+                        id,
+                        status,
+                        "application/json",
+                        &body,
+                        false,
+                        false,
+                        "",
+                    );
+                    return;
+                }
+                Parsed::Head(head, len) => (head, len),
+            };
+            if head.chunked {
+                conn.input = Vec::new();
+                let body = error_body(
+                    "a Content-Length body is required (chunked bodies are not supported)",
+                );
+                self.http_respond(core, id, 411, "application/json", &body, false, false, "");
+                return;
+            }
+            if head.content_length > web.max_body_bytes {
+                conn.input = Vec::new();
+                let body = error_body("request body too large");
+                self.http_respond(core, id, 413, "application/json", &body, false, false, "");
+                return;
+            }
+            let total = head_len + head.content_length;
+            if conn.input.len() < total {
+                if head.expect_continue && !conn.continue_sent {
+                    conn.continue_sent = true;
+                    core.send(id, b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                return;
+            }
+            let body: Vec<u8> = conn.input[head_len..total].to_vec();
+            conn.input.drain(..total);
+            conn.continue_sent = false;
+            if conn.input.is_empty() {
+                conn.input = Vec::new(); // idle connections hold no buffers
+            }
+            self.http_route(core, id, conn, &head, &body);
+        }
+    }
+
+    fn http_route(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        conn: &mut HttpConn,
+        head: &Head,
+        body: &[u8],
+    ) {
+        let keep_alive = head.keep_alive && !core.is_shutting_down();
+        let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
+        let method = head.method.as_str();
+        let get = matches!(method, "GET" | "HEAD");
+        let head_only = method == "HEAD";
+        match path {
+            "/status" | "/metrics" if !get => {
+                let body = error_body("method not allowed");
+                self.http_respond(
+                    core,
+                    id,
+                    405,
+                    "application/json",
+                    &body,
+                    keep_alive,
+                    false,
+                    "Allow: GET, HEAD\r\n",
+                );
+            }
+            "/status" => {
+                let fields = crate::builtin::status_fields(&self.api);
+                let status = if core.is_shutting_down() { 503 } else { 200 };
+                let body = serde_json::to_vec(&fields).unwrap_or_default();
+                self.http_respond(
+                    core,
+                    id,
+                    status,
+                    "application/json",
+                    &body,
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+            }
+            "/metrics" => {
+                let gauges = Gauges {
+                    pending_actions: self.api.pending_actions(),
+                    rooms: self.rooms.len(),
+                    room_members: self.rooms.members_total(),
+                    worker_queue: core.jobs_in_flight(),
+                };
+                let text = self.metrics.render(core.stats(), &gauges);
+                let ctype = "text/plain; version=0.0.4; charset=utf-8";
+                self.http_respond(
+                    core,
+                    id,
+                    200,
+                    ctype,
+                    text.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+            }
+            p if p.starts_with("/api/") => {
+                if !matches!(method, "GET" | "POST") {
+                    let body = error_body("method not allowed");
+                    self.http_respond(
+                        core,
+                        id,
+                        405,
+                        "application/json",
+                        &body,
+                        keep_alive,
+                        false,
+                        "Allow: GET, POST\r\n",
+                    );
+                    return;
+                }
+                self.http_action(core, id, conn, &p[5..], query, head, body, keep_alive);
+            }
+            _ => {
+                let body = error_body("not found");
+                self.http_respond(
+                    core,
+                    id,
+                    404,
+                    "application/json",
+                    &body,
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn http_action(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        conn: &mut HttpConn,
+        name: &str,
+        query: &str,
+        head: &Head,
+        body: &[u8],
+        keep_alive: bool,
+    ) {
+        let mut params = Map::new();
+        form_params(&mut params, query.as_bytes());
+        if head.method == "POST" && !body.is_empty() {
+            if head.content_type.starts_with("application/json") {
+                let text = String::from_utf8_lossy(body);
+                let limit = self.settings.max_json_depth;
+                if actionwire_proto::request::json_depth(&text, limit) > limit {
+                    let msg = format!("JSON nesting too deep (limit {limit})");
+                    return self.http_respond(
+                        core,
+                        id,
+                        400,
+                        "application/json",
+                        &error_body(&msg),
+                        keep_alive,
+                        false,
+                        "",
+                    );
+                }
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(obj)) => params.extend(obj),
+                    _ => {
+                        let body = error_body("the request body is not a JSON object");
+                        return self.http_respond(
+                            core,
+                            id,
+                            400,
+                            "application/json",
+                            &body,
+                            keep_alive,
+                            false,
+                            "",
+                        );
+                    }
+                }
+            } else if head
+                .content_type
+                .starts_with("application/x-www-form-urlencoded")
+            {
+                form_params(&mut params, body);
+            }
+        }
+        if core.is_shutting_down() {
+            self.metrics.actions_refused += 1;
+            let body = error_body("the server is shutting down");
+            return self.http_respond(core, id, 503, "application/json", &body, false, false, "");
+        }
+        let Some(action) = self.registry.find(name, params.get("apiVersion")).cloned() else {
+            self.metrics.actions_refused += 1;
+            let body = error_body("unknown action or invalid apiVersion");
+            return self.http_respond(
+                core,
+                id,
+                404,
+                "application/json",
+                &body,
+                keep_alive,
+                false,
+                "",
+            );
+        };
+        let Some(s) = core.session_mut(id) else {
+            return;
+        };
+        s.total_actions += 1;
+        s.pending_actions += 1;
+        let connection = ConnectionInfo {
+            id: s.uuid,
+            remote: s.peer,
+        };
+        self.api
+            .pending_actions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let job = Job {
+            action,
+            params,
+            scrub: self.settings.scrub_params,
+            connection,
+            api: std::sync::Arc::clone(&self.api),
+            format: ReplyFormat::Http,
+        };
+        core.spawn(id, move || job.run());
+        // Later requests wait for this answer: order is kept, and input stops piling up.
+        conn.waiting = Some(keep_alive);
+        core.pause_reading(id);
+    }
+
+    /// Queues one response; without keep-alive, the connection closes after it.
+    #[allow(clippy::too_many_arguments)]
+    fn http_respond(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        keep_alive: bool,
+        head_only: bool,
+        extra_headers: &str,
+    ) {
+        let keep_alive = keep_alive && !core.is_shutting_down();
+        let mut head = String::with_capacity(160);
+        let _ = write!(
+            head,
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Connection: {}\r\n{extra_headers}\r\n",
+            reason(status),
+            body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        );
+        let mut out = head.into_bytes();
+        if !head_only {
+            out.extend_from_slice(body);
+        }
+        core.send_owned(id, out);
+        *self.metrics.http_requests.entry(status).or_default() += 1;
+        if !keep_alive {
+            core.close(id, CloseReason::Quit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        match parse(raw.as_bytes(), 8192) {
+            Parsed::Head(h, len) => {
+                assert_eq!(len, raw.find("\r\n\r\n").expect("end") + 4);
+                h
+            }
+            Parsed::Partial => panic!("partial"),
+            Parsed::Refuse(s, t) => panic!("refused {s} {t}"),
+        }
+    }
+
+    #[test]
+    fn heads_and_keep_alive_rules() {
+        let h = head("GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(h.keep_alive && h.method == "GET" && h.path == "/status");
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        let h = head(
+            "POST /api/x HTTP/1.1\r\nContent-Length: 12\r\nContent-Type: Application/JSON\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!(h.content_length, 12);
+        assert_eq!(h.content_type, "application/json");
+        assert!(h.expect_continue);
+        assert!(head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").chunked);
+    }
+
+    #[test]
+    fn refusals() {
+        let refuse = |raw: &[u8], max| match parse(raw, max) {
+            Parsed::Refuse(s, _) => s,
+            _ => 0,
+        };
+        assert_eq!(
+            refuse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 8192),
+            400
+        );
+        assert_eq!(
+            refuse(
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                8192
+            ),
+            400
+        );
+        assert_eq!(refuse(b"\x01\x02 nonsense\r\n\r\n", 8192), 400);
+        assert_eq!(refuse(&[b'a'; 300], 256), 431);
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            refuse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), 8192),
+            431
+        );
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost:", 8192),
+            Parsed::Partial
+        ));
+    }
+}
