@@ -151,6 +151,13 @@ fn form_params(into: &mut Map<String, Value>, bytes: &[u8]) {
     }
 }
 
+/// Whether the connection stays open after this answer: as the client asked, except that
+/// during shutdown only requests already received are answered (so `/status` can report 503
+/// to a checker that pipelined it), the last with `Connection: close`.
+fn keep_open(core: &AppCore, wanted: bool, conn: &HttpConn) -> bool {
+    wanted && (!core.is_shutting_down() || !conn.input.is_empty())
+}
+
 impl State {
     /// Bytes arrived on an HTTP connection.
     pub(super) fn http_data(&mut self, core: &mut AppCore, id: ConnId, data: &[u8]) {
@@ -175,7 +182,8 @@ impl State {
         let Some(mut conn) = core.session_mut(id).and_then(|s| s.http.take()) else {
             return;
         };
-        let keep_alive = conn.waiting.take().unwrap_or(false);
+        let wanted = conn.waiting.take().unwrap_or(false);
+        let keep_alive = keep_open(core, wanted, &conn);
         self.http_respond(
             core,
             id,
@@ -259,7 +267,7 @@ impl State {
         head: &Head,
         body: &[u8],
     ) {
-        let keep_alive = head.keep_alive && !core.is_shutting_down();
+        let keep_alive = keep_open(core, head.keep_alive, conn);
         let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
         let method = head.method.as_str();
         let get = matches!(method, "GET" | "HEAD");
@@ -441,7 +449,7 @@ impl State {
         };
         core.spawn(id, move || job.run());
         // Later requests wait for this answer: order is kept, and input stops piling up.
-        conn.waiting = Some(keep_alive);
+        conn.waiting = Some(head.keep_alive);
         core.pause_reading(id);
     }
 
@@ -458,7 +466,6 @@ impl State {
         head_only: bool,
         extra_headers: &str,
     ) {
-        let keep_alive = keep_alive && !core.is_shutting_down();
         let mut head = String::with_capacity(160);
         let _ = write!(
             head,

@@ -144,6 +144,8 @@ pub struct TestServer {
     pub transport: Transport,
     /// The second (TLS) listener, when `servers.socketTls` is enabled.
     pub tls_addr: Option<SocketAddr>,
+    /// The HTTP listener, when `servers.web` is enabled.
+    pub web_addr: Option<SocketAddr>,
     pub api: Arc<Api>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
@@ -192,6 +194,7 @@ impl TestServer {
         let server = b.build().expect("server starts");
         let addr = server.local_addr();
         let tls_addr = server.tls_local_addr();
+        let web_addr = server.web_local_addr();
         let handle = server.shutdown_handle();
         let api = server.api();
         let thread = std::thread::spawn(move || server.run());
@@ -199,6 +202,7 @@ impl TestServer {
             addr,
             transport: t,
             tls_addr,
+            web_addr,
             api,
             handle,
             thread: Some(thread),

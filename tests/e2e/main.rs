@@ -9,6 +9,7 @@ mod actions;
 mod bench;
 mod cli;
 mod framing;
+mod http;
 mod load;
 mod rooms;
 mod shutdown;
