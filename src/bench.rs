@@ -667,15 +667,7 @@ impl Worker {
                         Ok(n) => {
                             c.output.drain(..n);
                         }
-                        // Not connected yet: the WRITABLE edge of the connect brings us back.
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
-                            ) =>
-                        {
-                            return Ok(());
-                        }
+                        Err(e) if not_ready(&e) => return Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
@@ -690,14 +682,7 @@ impl Worker {
                 while tls.wants_write() {
                     match tls.write_tls(&mut c.stream) {
                         Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
-                            ) =>
-                        {
-                            return Ok(());
-                        }
+                        Err(e) if not_ready(&e) => return Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
@@ -706,6 +691,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// The socket cannot take bytes now: full, or its connect is still in progress (the
+/// WRITABLE edge of the connect brings us back).
+fn not_ready(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+    )
 }
 
 /// Prints a human summary.

@@ -9,6 +9,7 @@
 //! `Content-Length`: a chunked body is answered 411. Limits answer 431 (headers) and 413
 //! (body); a malformed request gets 400 and the connection is closed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use actionwire_reactor::{CloseReason, ConnId};
@@ -138,10 +139,36 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn error_body(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    actionwire_proto::encode::action_object(&mut out, &Map::new(), Some(text));
-    out
+/// One response to queue.
+struct Answer<'a> {
+    status: u16,
+    content_type: &'static str,
+    body: Cow<'a, [u8]>,
+    keep_alive: bool,
+    /// HEAD: the headers of the GET answer, without its body.
+    head_only: bool,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
+}
+
+impl<'a> Answer<'a> {
+    fn json(status: u16, body: impl Into<Cow<'a, [u8]>>, keep_alive: bool) -> Answer<'a> {
+        Answer {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            keep_alive,
+            head_only: false,
+            allow: None,
+        }
+    }
+
+    /// `{"error":text}`.
+    fn error(status: u16, text: &str, keep_alive: bool) -> Answer<'a> {
+        let mut out = Vec::new();
+        actionwire_proto::encode::action_object(&mut out, &Map::new(), Some(text));
+        Answer::json(status, out, keep_alive)
+    }
 }
 
 /// Query string or form body → params (later keys win).
@@ -184,16 +211,7 @@ impl State {
         };
         let wanted = conn.waiting.take().unwrap_or(false);
         let keep_alive = keep_open(core, wanted, &conn);
-        self.http_respond(
-            core,
-            id,
-            status,
-            "application/json",
-            body,
-            keep_alive,
-            false,
-            "",
-        );
+        self.http_send(core, id, Answer::json(status, body, keep_alive));
         core.touch(id); // the keep-alive timeout counts from the response
         if core.is_open(id) {
             core.resume_reading(id);
@@ -208,38 +226,23 @@ impl State {
     fn http_process(&mut self, core: &mut AppCore, id: ConnId, conn: &mut HttpConn) {
         let web = self.settings.web;
         while conn.waiting.is_none() && core.is_open(id) && !conn.input.is_empty() {
+            let refuse = |status, text| Answer::error(status, text, false);
             let (head, head_len) = match parse(&conn.input, web.max_header_bytes) {
                 Parsed::Partial => return,
                 Parsed::Refuse(status, text) => {
                     conn.input = Vec::new();
-                    let body = error_body(text);
-                    self.http_respond(
-                        core,
-                        id,
-                        status,
-                        "application/json",
-                        &body,
-                        false,
-                        false,
-                        "",
-                    );
-                    return;
+                    return self.http_send(core, id, refuse(status, text));
                 }
                 Parsed::Head(head, len) => (head, len),
             };
             if head.chunked {
                 conn.input = Vec::new();
-                let body = error_body(
-                    "a Content-Length body is required (chunked bodies are not supported)",
-                );
-                self.http_respond(core, id, 411, "application/json", &body, false, false, "");
-                return;
+                let text = "a Content-Length body is required (chunked bodies are not supported)";
+                return self.http_send(core, id, refuse(411, text));
             }
             if head.content_length > web.max_body_bytes {
                 conn.input = Vec::new();
-                let body = error_body("request body too large");
-                self.http_respond(core, id, 413, "application/json", &body, false, false, "");
-                return;
+                return self.http_send(core, id, refuse(413, "request body too large"));
             }
             let total = head_len + head.content_length;
             if conn.input.len() < total {
@@ -255,10 +258,14 @@ impl State {
             if conn.input.is_empty() {
                 conn.input = Vec::new(); // idle connections hold no buffers
             }
-            self.http_route(core, id, conn, &head, &body);
+            let keep_alive = keep_open(core, head.keep_alive, conn);
+            if let Some(answer) = self.http_route(core, id, conn, &head, &body, keep_alive) {
+                self.http_send(core, id, answer);
+            }
         }
     }
 
+    /// The answer to one request, or `None` when an action now runs for it.
     fn http_route(
         &mut self,
         core: &mut AppCore,
@@ -266,40 +273,22 @@ impl State {
         conn: &mut HttpConn,
         head: &Head,
         body: &[u8],
-    ) {
-        let keep_alive = keep_open(core, head.keep_alive, conn);
+        keep_alive: bool,
+    ) -> Option<Answer<'static>> {
         let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
         let method = head.method.as_str();
-        let get = matches!(method, "GET" | "HEAD");
         let head_only = method == "HEAD";
-        match path {
-            "/status" | "/metrics" if !get => {
-                let body = error_body("method not allowed");
-                self.http_respond(
-                    core,
-                    id,
-                    405,
-                    "application/json",
-                    &body,
-                    keep_alive,
-                    false,
-                    "Allow: GET, HEAD\r\n",
-                );
-            }
+        let not_allowed = |allow| Answer {
+            allow: Some(allow),
+            ..Answer::error(405, "method not allowed", keep_alive)
+        };
+        let answer = match path {
+            "/status" | "/metrics" if !matches!(method, "GET" | "HEAD") => not_allowed("GET, HEAD"),
             "/status" => {
                 let fields = crate::builtin::status_fields(&self.api);
                 let status = if core.is_shutting_down() { 503 } else { 200 };
                 let body = serde_json::to_vec(&fields).unwrap_or_default();
-                self.http_respond(
-                    core,
-                    id,
-                    status,
-                    "application/json",
-                    &body,
-                    keep_alive,
-                    head_only,
-                    "",
-                );
+                Answer::json(status, body, keep_alive)
             }
             "/metrics" => {
                 let gauges = Gauges {
@@ -309,51 +298,26 @@ impl State {
                     worker_queue: core.jobs_in_flight(),
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
-                let ctype = "text/plain; version=0.0.4; charset=utf-8";
-                self.http_respond(
-                    core,
-                    id,
-                    200,
-                    ctype,
-                    text.as_bytes(),
-                    keep_alive,
-                    head_only,
-                    "",
-                );
+                Answer {
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    ..Answer::json(200, text.into_bytes(), keep_alive)
+                }
             }
             p if p.starts_with("/api/") => {
                 if !matches!(method, "GET" | "POST") {
-                    let body = error_body("method not allowed");
-                    self.http_respond(
-                        core,
-                        id,
-                        405,
-                        "application/json",
-                        &body,
-                        keep_alive,
-                        false,
-                        "Allow: GET, POST\r\n",
-                    );
-                    return;
+                    return Some(not_allowed("GET, POST"));
                 }
-                self.http_action(core, id, conn, &p[5..], query, head, body, keep_alive);
+                return self.http_action(core, id, conn, &p[5..], query, head, body, keep_alive);
             }
-            _ => {
-                let body = error_body("not found");
-                self.http_respond(
-                    core,
-                    id,
-                    404,
-                    "application/json",
-                    &body,
-                    keep_alive,
-                    head_only,
-                    "",
-                );
-            }
-        }
+            _ => Answer::error(404, "not found", keep_alive),
+        };
+        Some(Answer {
+            head_only,
+            ..answer
+        })
     }
 
+    /// Runs an action for a request: `None` once it is on a worker, else the refusal.
     #[allow(clippy::too_many_arguments)]
     fn http_action(
         &mut self,
@@ -365,7 +329,7 @@ impl State {
         head: &Head,
         body: &[u8],
         keep_alive: bool,
-    ) {
+    ) -> Option<Answer<'static>> {
         let mut params = Map::new();
         form_params(&mut params, query.as_bytes());
         if head.method == "POST" && !body.is_empty() {
@@ -374,31 +338,13 @@ impl State {
                 let limit = self.settings.max_json_depth;
                 if actionwire_proto::request::json_depth(&text, limit) > limit {
                     let msg = format!("JSON nesting too deep (limit {limit})");
-                    return self.http_respond(
-                        core,
-                        id,
-                        400,
-                        "application/json",
-                        &error_body(&msg),
-                        keep_alive,
-                        false,
-                        "",
-                    );
+                    return Some(Answer::error(400, &msg, keep_alive));
                 }
                 match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(obj)) => params.extend(obj),
                     _ => {
-                        let body = error_body("the request body is not a JSON object");
-                        return self.http_respond(
-                            core,
-                            id,
-                            400,
-                            "application/json",
-                            &body,
-                            keep_alive,
-                            false,
-                            "",
-                        );
+                        let msg = "the request body is not a JSON object";
+                        return Some(Answer::error(400, msg, keep_alive));
                     }
                 }
             } else if head
@@ -410,26 +356,14 @@ impl State {
         }
         if core.is_shutting_down() {
             self.metrics.actions_refused += 1;
-            let body = error_body("the server is shutting down");
-            return self.http_respond(core, id, 503, "application/json", &body, false, false, "");
+            return Some(Answer::error(503, "the server is shutting down", false));
         }
         let Some(action) = self.registry.find(name, params.get("apiVersion")).cloned() else {
             self.metrics.actions_refused += 1;
-            let body = error_body("unknown action or invalid apiVersion");
-            return self.http_respond(
-                core,
-                id,
-                404,
-                "application/json",
-                &body,
-                keep_alive,
-                false,
-                "",
-            );
+            let msg = "unknown action or invalid apiVersion";
+            return Some(Answer::error(404, msg, keep_alive));
         };
-        let Some(s) = core.session_mut(id) else {
-            return;
-        };
+        let s = core.session_mut(id)?;
         s.total_actions += 1;
         s.pending_actions += 1;
         let connection = ConnectionInfo {
@@ -451,37 +385,32 @@ impl State {
         // Later requests wait for this answer: order is kept, and input stops piling up.
         conn.waiting = Some(head.keep_alive);
         core.pause_reading(id);
+        None
     }
 
     /// Queues one response; without keep-alive, the connection closes after it.
-    #[allow(clippy::too_many_arguments)]
-    fn http_respond(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-        keep_alive: bool,
-        head_only: bool,
-        extra_headers: &str,
-    ) {
+    fn http_send(&mut self, core: &mut AppCore, id: ConnId, a: Answer<'_>) {
         let mut head = String::with_capacity(160);
         let _ = write!(
             head,
-            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-             Connection: {}\r\n{extra_headers}\r\n",
-            reason(status),
-            body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            a.status,
+            reason(a.status),
+            a.content_type,
+            a.body.len(),
+            if a.keep_alive { "keep-alive" } else { "close" },
         );
+        if let Some(allow) = a.allow {
+            let _ = write!(head, "Allow: {allow}\r\n");
+        }
+        head.push_str("\r\n");
         let mut out = head.into_bytes();
-        if !head_only {
-            out.extend_from_slice(body);
+        if !a.head_only {
+            out.extend_from_slice(&a.body);
         }
         core.send_owned(id, out);
-        *self.metrics.http_requests.entry(status).or_default() += 1;
-        if !keep_alive {
+        *self.metrics.http_requests.entry(a.status).or_default() += 1;
+        if !a.keep_alive {
             core.close(id, CloseReason::Quit);
         }
     }
