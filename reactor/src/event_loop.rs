@@ -717,7 +717,10 @@ impl<H: Handler> Reactor<H> {
                         if writable {
                             conn.writable = true;
                         }
-                        let has_output = !conn.out.is_empty();
+                        // Output also waits inside rustls (handshake records after a short
+                        // write, close_notify) while the queue itself may be empty.
+                        let has_output =
+                            !conn.out.is_empty() || tls_wants_write(&mut conn.transport);
                         if readable && !conn.read_paused && !conn.app_paused {
                             self.core.mark_ready(id);
                         }

@@ -276,3 +276,44 @@ fn bad_tls_material_stops_the_server_naming_the_file() {
         assert!(err.contains("servers.socket.serverOptions"), "{err}");
     }
 }
+
+#[test]
+fn a_near_maximal_handshake_flight_completes_through_a_small_client_window() {
+    // A ~60 KB certificate chain (rustls clients accept 64 KiB per handshake message) read
+    // through a 2 KiB client receive buffer. On loopback the kernel usually absorbs the whole
+    // flight, so this does not reliably force the server's short-write path; that path (TLS
+    // records waiting in rustls while the output queue is empty) is handled by counting
+    // rustls's pending records as output when WRITABLE arrives.
+    let p = pki();
+    let ca = std::fs::read_to_string(&p.ca).expect("ca");
+    let mut chain = std::fs::read_to_string(&p.server_cert).expect("cert");
+    // Just under the 64 KiB a rustls client accepts for one handshake message.
+    let copies = (60_000 - chain.len()) / ca.len();
+    for _ in 0..copies {
+        chain.push_str(&ca);
+    }
+    let big = p.dir.join("big-chain.pem");
+    std::fs::write(&big, chain).expect("write chain");
+    let srv = tls_server(|c| {
+        c.servers.socket.server_options.cert = Some(big.clone());
+        c.servers.socket.handshake_timeout = 5000;
+    });
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.set_recv_buffer_size(2048).expect("rcvbuf");
+    s.connect(&srv.addr.into()).expect("connect");
+    let tcp: TcpStream = s.into();
+    tcp.set_read_timeout(Some(GUARD)).expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(client_tls(None), name).expect("client");
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut welcome = Vec::new();
+    let mut byte = [0u8; 1];
+    while !welcome.ends_with(b"\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("welcome after a large flight");
+        welcome.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&welcome).contains("\"welcome\""));
+}
