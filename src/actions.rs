@@ -11,7 +11,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::metrics::Outcome;
 
@@ -261,6 +261,8 @@ impl MessageId {
     }
 }
 
+type FinishFn = dyn FnOnce(&mut Map<String, Value>) + Send;
+
 /// What an action works with: its params in, its response out.
 pub struct ActionData {
     /// The request's params after defaults, formatters and validators.
@@ -269,6 +271,20 @@ pub struct ActionData {
     pub response: Map<String, Value>,
     pub connection: ConnectionInfo,
     pub api: Arc<Api>,
+    later: Option<(Duration, Box<FinishFn>)>,
+}
+
+impl ActionData {
+    /// Answers after `delay` without holding a worker thread meanwhile: when the time comes,
+    /// `finish` completes the response on the event loop (keep it short: it must not block),
+    /// and the reply is sent. For actions that wait on a clock, like `sleepTest`.
+    pub fn respond_after(
+        &mut self,
+        delay: Duration,
+        finish: impl FnOnce(&mut Map<String, Value>) + Send + 'static,
+    ) {
+        self.later = Some((delay, Box::new(finish)));
+    }
 }
 
 /// Server-wide facilities available to actions from any worker.
@@ -427,7 +443,67 @@ pub(crate) enum ReplyFormat {
 /// A job's encoded reply.
 pub(crate) enum Reply {
     Socket(Vec<u8>),
-    Http { status: u16, body: Vec<u8> },
+    Http {
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// The action asked to answer after a delay ([`ActionData::respond_after`]).
+    Later(Box<Later>),
+    /// A `Later` whose time has come.
+    Due(Box<Later>),
+}
+
+/// A response waiting for its time.
+pub(crate) struct Later {
+    pub delay: Duration,
+    finish: Box<FinishFn>,
+    response: Map<String, Value>,
+    format: ReplyFormat,
+}
+
+impl Later {
+    /// Completes the response (on the loop; a panic becomes an error reply) and encodes it.
+    pub(crate) fn finish(self, action: &str) -> Reply {
+        let Later {
+            finish,
+            mut response,
+            format,
+            ..
+        } = self;
+        match catch_unwind(AssertUnwindSafe(|| finish(&mut response))) {
+            Ok(()) => encode_reply(format, &response, None, Outcome::Ok),
+            Err(_) => {
+                log::warn!("action `{action}` panicked completing its delayed response");
+                let text = format!("internal error in action {action}");
+                encode_reply(format, &Map::new(), Some(&text), Outcome::Panic)
+            }
+        }
+    }
+}
+
+/// Encodes a result in the request's format (socket line with counters, or HTTP body).
+fn encode_reply(
+    format: ReplyFormat,
+    response: &Map<String, Value>,
+    error: Option<&str>,
+    outcome: Outcome,
+) -> Reply {
+    let mut out = Vec::with_capacity(128);
+    match format {
+        ReplyFormat::Socket { count, id } => {
+            encode::action_reply(&mut out, response, error, count, RawJson(id.as_str()));
+            Reply::Socket(out)
+        }
+        ReplyFormat::Http => {
+            encode::action_object(&mut out, response, error);
+            let status = match outcome {
+                Outcome::Ok => 200,
+                Outcome::InvalidInput => 422,
+                Outcome::Error | Outcome::Panic => 500,
+            };
+            Reply::Http { status, body: out }
+        }
+    }
 }
 
 /// What comes back from a worker: the reply, and what the metrics need.
@@ -462,7 +538,7 @@ impl Job {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Err(msg) = action.prepare(&mut params) {
-                return (Map::new(), Some(msg), Outcome::InvalidInput);
+                return (Map::new(), Some(msg), Outcome::InvalidInput, None);
             }
             if scrub {
                 params.retain(|k, _| {
@@ -474,6 +550,7 @@ impl Job {
                 response: Map::new(),
                 connection,
                 api,
+                later: None,
             };
             let err = (action.run)(&mut data).err();
             let outcome = if err.is_some() {
@@ -481,9 +558,9 @@ impl Job {
             } else {
                 Outcome::Ok
             };
-            (data.response, err, outcome)
+            (data.response, err, outcome, data.later)
         }));
-        let (response, error, outcome) = result.unwrap_or_else(|payload| {
+        let (response, error, outcome, later) = result.unwrap_or_else(|payload| {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -494,30 +571,18 @@ impl Job {
                 Map::new(),
                 Some(format!("internal error in action {}", action.name)),
                 Outcome::Panic,
+                None,
             )
         });
         let seconds = started.elapsed().as_secs_f64();
-        let mut out = Vec::with_capacity(128);
-        let reply = match format {
-            ReplyFormat::Socket { count, id } => {
-                encode::action_reply(
-                    &mut out,
-                    &response,
-                    error.as_deref(),
-                    count,
-                    RawJson(id.as_str()),
-                );
-                Reply::Socket(out)
-            }
-            ReplyFormat::Http => {
-                encode::action_object(&mut out, &response, error.as_deref());
-                let status = match outcome {
-                    Outcome::Ok => 200,
-                    Outcome::InvalidInput => 422,
-                    Outcome::Error | Outcome::Panic => 500,
-                };
-                Reply::Http { status, body: out }
-            }
+        let reply = match later {
+            Some((delay, finish)) if error.is_none() => Reply::Later(Box::new(Later {
+                delay,
+                finish,
+                response,
+                format,
+            })),
+            _ => encode_reply(format, &response, error.as_deref(), outcome),
         };
         Done {
             action: Arc::clone(&action.name),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::actions::{Action, Input};
 use crate::time::now_ms;
 
-/// Longest `sleepTest` accepted: a sleeping action holds a worker thread.
+/// Longest `sleepTest` accepted.
 pub const MAX_SLEEP_MS: u64 = 60_000;
 
 /// All built-in actions.
@@ -93,13 +93,15 @@ fn sleep_test() -> Action {
     Action::new("sleepTest", |data| {
         let ms = data.params["sleepDuration"].as_u64().unwrap_or(0);
         let started = now_ms();
-        std::thread::sleep(Duration::from_millis(ms));
-        let ended = now_ms();
         data.response.insert("sleepStarted".into(), json!(started));
-        data.response.insert("sleepEnded".into(), json!(ended));
-        data.response
-            .insert("sleepDelta".into(), json!(ended.saturating_sub(started)));
-        data.response.insert("sleepDuration".into(), json!(ms));
+        // The wait runs on the event loop's clock, not on a worker thread: thousands of
+        // sleeps can be in flight at once.
+        data.respond_after(Duration::from_millis(ms), move |r| {
+            let ended = now_ms();
+            r.insert("sleepEnded".into(), json!(ended));
+            r.insert("sleepDelta".into(), json!(ended.saturating_sub(started)));
+            r.insert("sleepDuration".into(), json!(ms));
+        });
         Ok(())
     })
     .description("I will sleep and then return")

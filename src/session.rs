@@ -212,6 +212,22 @@ impl Handler for App {
     }
 
     fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, result: Result<Done, JobPanic>) {
+        let mut result = result;
+        if let Ok(done) = &mut result {
+            match std::mem::replace(&mut done.reply, Reply::Socket(Vec::new())) {
+                // The action answers later: still pending; no worker held meanwhile.
+                Reply::Later(later) => {
+                    let delay = later.delay;
+                    done.reply = Reply::Due(later);
+                    if let Ok(done) = result {
+                        core.defer(id, delay, done);
+                    }
+                    return;
+                }
+                Reply::Due(later) => done.reply = later.finish(&done.action),
+                other => done.reply = other,
+            }
+        }
         let Some(session) = core.session_mut(id) else {
             return;
         };
@@ -239,6 +255,7 @@ impl Handler for App {
                 }
             }
             Reply::Http { status, body } => state.http_action_done(core, id, status, &body),
+            Reply::Later(_) | Reply::Due(_) => debug_assert!(false, "resolved above"),
         }
     }
 

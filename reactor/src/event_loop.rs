@@ -5,7 +5,8 @@
 //! deadlines → flush every connection that got output (write before sleep) → remove dead
 //! connections. The poll timeout is zero while work is left over, else the next deadline.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -230,6 +231,34 @@ pub struct Core<H: Handler> {
     stats: Arc<ReactorStats>,
     shutting_down: bool,
     now: Instant,
+    /// Completions to deliver later ([`Core::defer`]), earliest first.
+    deferred: BinaryHeap<Reverse<Deferred<H::Completion>>>,
+    deferred_seq: u64,
+}
+
+/// A completion waiting for its time. Ordered by time, then by arrival.
+struct Deferred<C> {
+    at: Instant,
+    seq: u64,
+    id: ConnId,
+    payload: C,
+}
+
+impl<C> PartialEq for Deferred<C> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl<C> Eq for Deferred<C> {}
+impl<C> PartialOrd for Deferred<C> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<C> Ord for Deferred<C> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -515,6 +544,18 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Hands `payload` back through `on_completion` after `delay`, if the connection is
+    /// still open then, without holding a worker meanwhile (e.g. an action that waits).
+    pub fn defer(&mut self, id: ConnId, delay: Duration, payload: H::Completion) {
+        self.deferred_seq += 1;
+        self.deferred.push(Reverse(Deferred {
+            at: self.now + delay,
+            seq: self.deferred_seq,
+            id,
+            payload,
+        }));
+    }
+
     /// Runs `job` on a worker; its result comes back through `on_completion` if the
     /// connection is still open then.
     pub fn spawn<F>(&mut self, id: ConnId, job: F)
@@ -610,6 +651,8 @@ impl<H: Handler> Reactor<H> {
             stats,
             shutting_down: false,
             now: Instant::now(),
+            deferred: BinaryHeap::new(),
+            deferred_seq: 0,
         };
         Ok(Reactor {
             poll,
@@ -734,6 +777,7 @@ impl<H: Handler> Reactor<H> {
             if woke {
                 self.on_wake();
             }
+            self.deliver_deferred();
             self.accept_all();
             self.read_ready();
             self.expire_timers();
@@ -775,7 +819,8 @@ impl<H: Handler> Reactor<H> {
             let ms = t.saturating_mul(TICK.as_millis() as u64);
             c.origin + Duration::from_millis(ms)
         });
-        [wheel, accept_retry]
+        let deferred = c.deferred.peek().map(|Reverse(d)| d.at);
+        [wheel, accept_retry, deferred]
             .into_iter()
             .flatten()
             .min()
@@ -796,6 +841,25 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.completions = done;
+    }
+
+    /// Delivers deferred completions whose time has come (to open connections only).
+    fn deliver_deferred(&mut self) {
+        let now = self.core.now;
+        while self
+            .core
+            .deferred
+            .peek()
+            .is_some_and(|Reverse(d)| d.at <= now)
+        {
+            let Some(Reverse(d)) = self.core.deferred.pop() else {
+                break;
+            };
+            if self.core.is_open(d.id) {
+                self.handler
+                    .on_completion(&mut self.core, d.id, Ok(d.payload));
+            }
+        }
     }
 
     fn begin_shutdown(&mut self) {

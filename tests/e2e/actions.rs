@@ -227,3 +227,28 @@ fn duplicate_action_names_refuse_to_start() {
         "action error: action `status` is defined twice"
     );
 }
+
+#[test]
+fn sleep_test_does_not_hold_a_worker() {
+    // One worker: if a sleep held it, the fast action would wait behind the sleep.
+    let srv = TestServer::with(|c| c.workers.count = 1);
+    let mut c = srv.client();
+    c.send(r#"{"action":"sleepTest","params":{"sleepDuration":1500}}"#);
+    c.send(r#"{"action":"sleepTest","params":{"sleepDuration":1500}}"#);
+    c.send("randomNumber");
+    let first = c.json();
+    assert_eq!(
+        first["messageCount"], 3,
+        "answered while both sleeps run: {first}"
+    );
+    let mut rest = [c.json(), c.json()];
+    rest.sort_by_key(|v| v["messageCount"].as_u64());
+    for (r, n) in rest.iter().zip([1, 2]) {
+        assert_eq!(r["messageCount"], n);
+        assert_eq!(
+            keys(r)[..4],
+            ["sleepStarted", "sleepEnded", "sleepDelta", "sleepDuration"]
+        );
+        assert!(r["sleepDelta"].as_u64().expect("ms") >= 1500);
+    }
+}
