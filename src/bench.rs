@@ -432,19 +432,30 @@ impl Worker {
     }
 
     /// Poll timeout: the next open-loop send, or a short tick to notice the end.
+    ///
+    /// epoll sleeps in whole milliseconds (mio rounds up), so a send due sooner than that is
+    /// waited for by polling without blocking: otherwise sends would leave in 1 ms batches and
+    /// that delay would be charged to the server as latency. At high rates the open-loop
+    /// generator therefore keeps its core busy.
     fn timeout(&self) -> Duration {
         let now = self.now();
         let tick = Duration::from_millis(50);
         if self.plan.interval_ns.is_none() {
             return tick;
         }
-        self.conns
+        let wait = self
+            .conns
             .iter()
             .filter(|c| c.phase == Phase::Running)
             .map(|c| Duration::from_nanos(c.next_due.saturating_sub(now)))
             .min()
             .unwrap_or(tick)
-            .min(tick)
+            .min(tick);
+        if wait < Duration::from_millis(1) {
+            Duration::ZERO
+        } else {
+            wait - Duration::from_millis(1)
+        }
     }
 
     fn service(&mut self, i: usize) {
