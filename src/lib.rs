@@ -24,7 +24,6 @@
 //! ```
 
 pub mod actions;
-pub mod bench;
 pub mod builtin;
 pub mod cache;
 pub mod files;
@@ -51,7 +50,7 @@ use actions::{Registry, RegistryError};
 use cache::Cache;
 use files::PublicDirs;
 use rooms::Rooms;
-use session::{App, Settings};
+use session::{App, ListenerKind, Settings};
 pub use uuid::Uuid;
 
 /// Why the server could not start.
@@ -136,21 +135,8 @@ impl ServerBuilder {
             read_pause_bytes: s.output_buffer_soft_limit.min(256 * 1024),
             shutdown_grace: Duration::from_millis(g.pending_shutdown_wait_limit),
             linger: Duration::from_secs(5),
+            ..ReactorConfig::default()
         };
-        // Every socket listener shares the protocol's timers; only TLS differs.
-        let socket_listener = |tls: Option<Arc<rustls::ServerConfig>>| ListenerOptions {
-            tag: if tls.is_some() {
-                session::TAG_SOCKET_TLS
-            } else {
-                session::TAG_SOCKET
-            },
-            tls,
-            keepalive_interval: Duration::from_millis(s.keep_alive_interval),
-            idle_timeout: Duration::from_millis(s.idle_timeout),
-            handshake_timeout: Duration::from_millis(s.handshake_timeout),
-            tcp_keepalive: s.set_keep_alive,
-        };
-
         let server_id = if g.server_id.is_empty() {
             gethostname::gethostname().to_string_lossy().into_owned()
         } else {
@@ -192,57 +178,31 @@ impl ServerBuilder {
         };
         let app = App::new(scan, settings, registry, rooms, public, Arc::clone(&api));
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
-        let ip: IpAddr = s.bind_ip.parse().map_err(|_| ConfigError {
-            key: "servers.socket.bindIP".into(),
-            message: "must be an IP address".into(),
+        let mut bound = Vec::new();
+        for l in listeners(&cfg)? {
+            let addr = l.addr;
+            let local = reactor
+                .listen(addr, l.options, l.kind)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            bound.push((l.kind, local));
+        }
+        let local = |kind| bound.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a);
+        let main_kind = if s.secure {
+            ListenerKind::SocketTls
+        } else {
+            ListenerKind::Socket
+        };
+        let local_addr = local(main_kind).ok_or_else(|| ConfigError {
+            key: "servers.socket.enabled".into(),
+            message: "the socket server must be enabled".into(),
         })?;
-        let addr = SocketAddr::new(ip, s.port);
-        let main_tls = if s.secure {
-            Some(tls::server_config(&s.server_options, "servers.socket").map_err(StartError::Tls)?)
-        } else {
-            None
-        };
-        let local_addr = reactor
-            .listen(addr, socket_listener(main_tls))
-            .map_err(|source| StartError::Listen { addr, source })?;
-        let t = &cfg.servers.socket_tls;
-        let tls_local_addr = if t.enabled {
-            let config = tls::server_config(&t.server_options, "servers.socketTls")
-                .map_err(StartError::Tls)?;
-            let ip: IpAddr = t.bind_ip.parse().map_err(|_| ConfigError {
-                key: "servers.socketTls.bindIP".into(),
-                message: "must be an IP address".into(),
-            })?;
-            let addr = SocketAddr::new(ip, t.port);
-            Some(
-                reactor
-                    .listen(addr, socket_listener(Some(config)))
-                    .map_err(|source| StartError::Listen { addr, source })?,
-            )
-        } else {
-            None
-        };
-        let w = &cfg.servers.web;
-        let web_local_addr = if w.enabled {
-            let ip: IpAddr = w.bind_ip.parse().map_err(|_| ConfigError {
-                key: "servers.web.bindIP".into(),
-                message: "must be an IP address".into(),
-            })?;
-            let addr = SocketAddr::new(ip, w.port);
-            let opts = ListenerOptions {
-                tag: session::TAG_WEB,
-                idle_timeout: Duration::from_millis(w.keep_alive_timeout),
-                tcp_keepalive: s.set_keep_alive,
-                ..ListenerOptions::default()
-            };
-            Some(
-                reactor
-                    .listen(addr, opts)
-                    .map_err(|source| StartError::Listen { addr, source })?,
-            )
-        } else {
-            None
-        };
+        // With `secure`, the main listener is the TLS one; a second TLS listener follows it.
+        let tls_local_addr = bound
+            .iter()
+            .filter(|(k, _)| *k == ListenerKind::SocketTls)
+            .map(|(_, a)| *a)
+            .find(|a| !s.secure || *a != local_addr);
+        let web_local_addr = local(ListenerKind::Web);
         Ok(Server {
             reactor,
             local_addr,
@@ -253,6 +213,73 @@ impl ServerBuilder {
             api,
         })
     }
+}
+
+/// One listener to bind.
+struct ListenerPlan {
+    kind: ListenerKind,
+    addr: SocketAddr,
+    options: ListenerOptions,
+}
+
+/// Every listener the configuration asks for, main socket listener first. A listener
+/// without a `bindIP` of its own uses `servers.socket.bindIP` (which `--bind` sets).
+fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
+    let s = &cfg.servers.socket;
+    let addr = |key: &str, own: Option<&str>, port: u16| -> Result<SocketAddr, StartError> {
+        let text = own.unwrap_or(&s.bind_ip);
+        let ip: IpAddr = text.parse().map_err(|_| ConfigError {
+            key: format!("{key}.bindIP"),
+            message: format!("{text:?} is not an IP address"),
+        })?;
+        Ok(SocketAddr::new(ip, port))
+    };
+    // Every socket listener shares the protocol's timers; only TLS differs.
+    let socket = |tls: Option<Arc<rustls::ServerConfig>>| ListenerOptions {
+        tls,
+        keepalive_interval: Duration::from_millis(s.keep_alive_interval),
+        idle_timeout: Duration::from_millis(s.idle_timeout),
+        handshake_timeout: Duration::from_millis(s.handshake_timeout),
+        tcp_keepalive: s.set_keep_alive,
+    };
+    let mut plans = Vec::new();
+    let main_tls = if s.secure {
+        Some(tls::server_config(&s.server_options, "servers.socket").map_err(StartError::Tls)?)
+    } else {
+        None
+    };
+    plans.push(ListenerPlan {
+        kind: if s.secure {
+            ListenerKind::SocketTls
+        } else {
+            ListenerKind::Socket
+        },
+        addr: addr("servers.socket", None, s.port)?,
+        options: socket(main_tls),
+    });
+    let t = &cfg.servers.socket_tls;
+    if t.enabled {
+        let config =
+            tls::server_config(&t.server_options, "servers.socketTls").map_err(StartError::Tls)?;
+        plans.push(ListenerPlan {
+            kind: ListenerKind::SocketTls,
+            addr: addr("servers.socketTls", t.bind_ip.as_deref(), t.port)?,
+            options: socket(Some(config)),
+        });
+    }
+    let w = &cfg.servers.web;
+    if w.enabled {
+        plans.push(ListenerPlan {
+            kind: ListenerKind::Web,
+            addr: addr("servers.web", w.bind_ip.as_deref(), w.port)?,
+            options: ListenerOptions {
+                idle_timeout: Duration::from_millis(w.keep_alive_timeout),
+                tcp_keepalive: s.set_keep_alive,
+                ..ListenerOptions::default()
+            },
+        });
+    }
+    Ok(plans)
 }
 
 struct Summary {

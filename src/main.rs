@@ -32,7 +32,7 @@ enum Command {
     /// Load a line-protocol server (actionwire, redis-server, …) and report throughput and
     /// latency percentiles: closed loop, open loop (--rate), pipelined, idle connections
     /// (--idle) or connection setups (--handshakes).
-    Bench(actionwire::bench::BenchArgs),
+    Bench(actionwire_bench::BenchArgs),
 }
 
 /// Options of the server (the default command).
@@ -122,8 +122,8 @@ fn main() -> ExitCode {
     serve(cli.serve)
 }
 
-fn bench(args: &actionwire::bench::BenchArgs) -> ExitCode {
-    match actionwire::bench::run(args) {
+fn bench(args: &actionwire_bench::BenchArgs) -> ExitCode {
+    match actionwire_bench::run(args) {
         Ok(summary) => {
             if args.json {
                 match serde_json::to_string(&summary) {
@@ -134,7 +134,7 @@ fn bench(args: &actionwire::bench::BenchArgs) -> ExitCode {
                     }
                 }
             } else {
-                actionwire::bench::print(&summary);
+                actionwire_bench::print(&summary);
             }
             ExitCode::SUCCESS
         }

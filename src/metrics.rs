@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 
 use actionwire_reactor::{CloseReason, LOOP_TURN_BOUNDS_US, ReactorStats};
 
-/// Transports, as metric labels.
-pub(crate) const TRANSPORTS: [&str; 3] = ["plain", "tls", "http"];
+use crate::session::ListenerKind;
 
 /// How an action call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,28 +42,6 @@ const ACTION_BOUNDS_S: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
 ];
 
-const CLOSE_REASONS: [CloseReason; 7] = [
-    CloseReason::Quit,
-    CloseReason::Eof,
-    CloseReason::OutputLimit,
-    CloseReason::Error,
-    CloseReason::Shutdown,
-    CloseReason::IdleTimeout,
-    CloseReason::HandshakeTimeout,
-];
-
-fn reason_label(r: CloseReason) -> &'static str {
-    match r {
-        CloseReason::Quit => "quit",
-        CloseReason::Eof => "eof",
-        CloseReason::OutputLimit => "output_limit",
-        CloseReason::Error => "error",
-        CloseReason::Shutdown => "shutdown",
-        CloseReason::IdleTimeout => "idle",
-        CloseReason::HandshakeTimeout => "handshake_timeout",
-    }
-}
-
 /// Gauges read at scrape time from the rest of the server.
 pub(crate) struct Gauges {
     pub pending_actions: usize,
@@ -75,8 +52,8 @@ pub(crate) struct Gauges {
 
 #[derive(Default)]
 pub(crate) struct Metrics {
-    pub open: [u64; 3],
-    pub accepted: [u64; 3],
+    pub open: [u64; ListenerKind::ALL.len()],
+    pub accepted: [u64; ListenerKind::ALL.len()],
     closed: HashMap<&'static str, u64>,
     pub lines: u64,
     pub http_requests: HashMap<u16, u64>,
@@ -90,7 +67,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn closed(&mut self, r: CloseReason) {
-        *self.closed.entry(reason_label(r)).or_default() += 1;
+        *self.closed.entry(r.as_str()).or_default() += 1;
     }
 
     pub(crate) fn action(&mut self, name: &Arc<str>, outcome: Outcome, seconds: f64) {
@@ -113,11 +90,12 @@ impl Metrics {
             "gauge",
             "Connections open now, by transport.",
         );
-        for (i, t) in TRANSPORTS.iter().enumerate() {
+        for k in ListenerKind::ALL {
             let _ = writeln!(
                 o,
-                "actionwire_connections_open{{transport=\"{t}\"}} {}",
-                self.open[i]
+                "actionwire_connections_open{{transport=\"{}\"}} {}",
+                k.label(),
+                self.open[k.index()]
             );
         }
         head(
@@ -126,11 +104,12 @@ impl Metrics {
             "counter",
             "Connections accepted, by transport.",
         );
-        for (i, t) in TRANSPORTS.iter().enumerate() {
+        for k in ListenerKind::ALL {
             let _ = writeln!(
                 o,
-                "actionwire_connections_accepted_total{{transport=\"{t}\"}} {}",
-                self.accepted[i]
+                "actionwire_connections_accepted_total{{transport=\"{}\"}} {}",
+                k.label(),
+                self.accepted[k.index()]
             );
         }
         head(
@@ -139,8 +118,8 @@ impl Metrics {
             "counter",
             "Connections closed, by reason.",
         );
-        for r in CLOSE_REASONS {
-            let l = reason_label(r);
+        for r in CloseReason::ALL {
+            let l = r.as_str();
             let _ = writeln!(
                 o,
                 "actionwire_connections_closed_total{{reason=\"{l}\"}} {}",

@@ -172,8 +172,8 @@ mod tests {
     fn ids() -> (ConnId, ConnId) {
         // ConnIds are only minted by the reactor; tests borrow two from a slab-free source.
         (
-            actionwire_reactor::conn::ConnId::for_tests(1, 1),
-            actionwire_reactor::conn::ConnId::for_tests(2, 1),
+            actionwire_reactor::ConnId::for_tests(1, 1),
+            actionwire_reactor::ConnId::for_tests(2, 1),
         )
     }
 

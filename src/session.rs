@@ -1,108 +1,89 @@
-//! The session layer: what the server does with each line of each connection.
+//! The session layer: the application's [`Handler`] for the reactor.
 //!
-//! [`App`] implements the reactor's [`Handler`]: it scans a connection's bytes into lines
-//! (proto's scanner), counts them, answers verbs on the loop thread in arrival order, and
-//! sends actions to the worker pool, whose encoded replies it writes out as they complete.
-//! Every piece of per-connection state ([`Session`]) and the room index live on the loop
-//! thread, so none of this takes a lock.
+//! [`App`] gives every accepted connection a [`Session`] of its listener's protocol: a
+//! socket session ([`socket`]: lines, verbs, rooms, actions) or an HTTP session ([`http`]:
+//! the front door). Worker completions, timeouts, closes and shutdown are routed to the
+//! protocol they belong to. Every session and the room index live on the loop thread.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use actionwire_proto::encode::{self, From};
-use actionwire_proto::request::{self, JsonAction, Request, Verb};
-use actionwire_proto::scanner::{Event, Flow};
-use actionwire_proto::{LineLength, RawJson, ScanConfig, Scanner};
+use actionwire_proto::ScanConfig;
+use actionwire_proto::encode;
 use actionwire_reactor::{CloseReason, ConnId, Core, Handler, JobPanic, Timeout};
-use serde::Serialize;
-use serde_json::{Map, Value};
-use uuid::Uuid;
 
-use crate::actions::{Api, ConnectionInfo, Done, Job, MessageId, Registry, Reply, ReplyFormat};
+use crate::actions::{Api, Done, Registry, Reply};
 use crate::files::PublicDirs;
 use crate::metrics::Metrics;
-use crate::rooms::{JoinError, Rooms};
-use crate::time::now_ms;
-
-/// Listener tags: which protocol a connection speaks.
-pub(crate) const TAG_SOCKET: u8 = 0;
-pub(crate) const TAG_SOCKET_TLS: u8 = 1;
-pub(crate) const TAG_WEB: u8 = 2;
+use crate::rooms::Rooms;
 
 mod http;
+mod socket;
+use http::HttpSession;
 pub(crate) use http::WebSettings;
+use socket::SocketSession;
 
-/// Files one connection may have queued and unread (each holds a file descriptor).
-const MAX_QUEUED_FILES: usize = 64;
+/// Which listener accepted a connection: its protocol and transport. Handed to the reactor
+/// as each listener's tag; also the `transport` label of the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    /// The socket protocol over plain TCP.
+    Socket,
+    /// The socket protocol over TLS.
+    SocketTls,
+    /// The HTTP front door.
+    Web,
+}
 
-/// Per-connection protocol state, kept in the reactor's slab slot.
-pub struct Session {
-    uuid: Uuid,
-    peer: SocketAddr,
-    connected_at: u64,
-    /// Sticky params in insertion order (few per connection: a vector beats a map).
-    params: Vec<(String, String)>,
-    rooms: Vec<Arc<str>>,
-    total_actions: u64,
-    pending_actions: u32,
-    message_count: u64,
-    scanner: Scanner,
-    /// Listener tag: which protocol (and transport, for metrics).
-    tag: u8,
-    /// HTTP state, for connections of the web listener.
-    http: Option<Box<http::HttpConn>>,
+impl ListenerKind {
+    pub(crate) const ALL: [ListenerKind; 3] = [
+        ListenerKind::Socket,
+        ListenerKind::SocketTls,
+        ListenerKind::Web,
+    ];
+
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Socket => "plain",
+            ListenerKind::SocketTls => "tls",
+            ListenerKind::Web => "http",
+        }
+    }
+
+    /// Position in [`ListenerKind::ALL`] (for per-kind counters).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-connection state, kept in the reactor's slab slot: one type per protocol.
+pub(crate) enum Session {
+    Socket(SocketSession),
+    Http(HttpSession),
 }
 
 impl Session {
-    fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn params_object(&self) -> Map<String, Value> {
-        self.params
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect()
-    }
-
-    /// Bytes held by sticky params (keys and values).
-    fn param_bytes(&self) -> usize {
-        self.params.iter().map(|(k, v)| k.len() + v.len()).sum()
-    }
-
-    /// Sets a sticky param; `false` if it is new and the connection is at its cap.
-    fn set_param(&mut self, key: &str, value: &str, cap: usize) -> bool {
-        if let Some(slot) = self.params.iter_mut().find(|(k, _)| k == key) {
-            slot.1 = value.to_owned();
-            return true;
+    fn kind(&self) -> ListenerKind {
+        match self {
+            Session::Socket(s) if s.tls => ListenerKind::SocketTls,
+            Session::Socket(_) => ListenerKind::Socket,
+            Session::Http(_) => ListenerKind::Web,
         }
-        if self.params.len() >= cap {
-            return false;
-        }
-        self.params.push((key.to_owned(), value.to_owned()));
-        true
     }
 
-    fn id_string(&self) -> String {
-        self.uuid.to_string()
+    /// Actions running for this connection.
+    fn pending_actions_mut(&mut self) -> &mut u32 {
+        match self {
+            Session::Socket(s) => s.pending_actions_mut(),
+            Session::Http(h) => &mut h.pending_actions,
+        }
     }
 
-    /// PROTOCOL.md §3: the request's own `params.messageId`, else the sticky one, else fresh.
-    fn message_id(&self, request_params: Option<&Map<String, Value>>) -> MessageId {
-        if let Some(v) = request_params
-            .and_then(|p| p.get("messageId"))
-            .filter(|v| !v.is_null())
-        {
-            return MessageId::Given(v.to_string().into());
-        }
-        match self.param("messageId") {
-            Some(sticky) => MessageId::Given(Value::from(sticky).to_string().into()),
-            None => MessageId::fresh(),
-        }
+    fn pending_actions(&mut self) -> u32 {
+        *self.pending_actions_mut()
     }
 }
 
@@ -137,6 +118,8 @@ struct State {
     metrics: Metrics,
 }
 
+type AppCore = Core<App>;
+
 impl App {
     pub(crate) fn new(
         scan: ScanConfig,
@@ -168,46 +151,33 @@ impl App {
 impl Handler for App {
     type Session = Session;
     type Completion = Done;
+    /// Nothing reaches the application from outside the loop yet.
+    type Event = Infallible;
+    type Tag = ListenerKind;
 
-    fn new_session(&mut self, _id: ConnId, peer: SocketAddr, tag: u8) -> Session {
+    fn new_session(&mut self, _id: ConnId, peer: SocketAddr, kind: ListenerKind) -> Session {
         let metrics = &mut self.state.metrics;
-        metrics.open[usize::from(tag)] += 1;
-        metrics.accepted[usize::from(tag)] += 1;
-        Session {
-            uuid: Uuid::new_v4(),
-            peer,
-            connected_at: now_ms(),
-            params: Vec::new(),
-            rooms: Vec::new(),
-            total_actions: 0,
-            pending_actions: 0,
-            message_count: 0,
-            scanner: Scanner::default(),
-            tag,
-            http: (tag == TAG_WEB).then(Box::default),
+        metrics.open[kind.index()] += 1;
+        metrics.accepted[kind.index()] += 1;
+        match kind {
+            ListenerKind::Web => Session::Http(HttpSession::new(peer)),
+            ListenerKind::Socket | ListenerKind::SocketTls => {
+                Session::Socket(SocketSession::new(peer, kind == ListenerKind::SocketTls))
+            }
         }
     }
 
     fn on_open(&mut self, core: &mut Core<Self>, id: ConnId) {
-        if core.session(id).is_some_and(|s| s.http.is_none()) {
+        if let Some(Session::Socket(_)) = core.session(id) {
             core.send(id, &self.state.welcome);
         }
     }
 
     fn on_data(&mut self, core: &mut Core<Self>, id: ConnId, data: &mut [u8]) {
-        let Some(session) = core.session_mut(id) else {
-            return;
-        };
-        if session.http.is_some() {
-            return self.state.http_data(core, id, data);
-        }
-        // The scanner is taken out for the duration so lines can borrow from it while the
-        // handler works on the rest of the loop state.
-        let mut scanner = std::mem::take(&mut session.scanner);
-        let state = &mut self.state;
-        scanner.feed(&self.scan, data, |event| state.on_event(core, id, event));
-        if let Some(session) = core.session_mut(id) {
-            session.scanner = scanner;
+        match core.session(id) {
+            Some(Session::Socket(_)) => self.state.socket_data(&self.scan, core, id, data),
+            Some(Session::Http(_)) => self.state.http_data(core, id, data),
+            None => {}
         }
     }
 
@@ -231,9 +201,10 @@ impl Handler for App {
         let Some(session) = core.session_mut(id) else {
             return;
         };
-        debug_assert!(session.pending_actions > 0);
-        session.pending_actions = session.pending_actions.saturating_sub(1);
-        let pending = session.pending_actions;
+        let pending = session.pending_actions_mut();
+        debug_assert!(*pending > 0);
+        *pending = pending.saturating_sub(1);
+        let pending = *pending;
         let state = &mut self.state;
         state.api.pending_actions.fetch_sub(1, Ordering::Relaxed);
         let done = match result {
@@ -263,45 +234,48 @@ impl Handler for App {
         &mut self,
         _core: &mut Core<Self>,
         id: ConnId,
-        session: Session,
+        mut session: Session,
         reason: CloseReason,
     ) {
         let state = &mut self.state;
-        state.metrics.open[usize::from(session.tag)] -= 1;
+        state.metrics.open[session.kind().index()] -= 1;
         state.metrics.closed(reason);
         state
             .api
             .pending_actions
-            .fetch_sub(session.pending_actions as usize, Ordering::Relaxed);
-        for room in &session.rooms {
-            state.rooms.leave(room, id);
+            .fetch_sub(session.pending_actions() as usize, Ordering::Relaxed);
+        if let Session::Socket(s) = &session {
+            for room in s.rooms() {
+                state.rooms.leave(room, id);
+            }
+            state.api.rooms.store(state.rooms.len(), Ordering::Relaxed);
         }
-        state.api.rooms.store(state.rooms.len(), Ordering::Relaxed);
     }
 
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
         for id in core.open_ids() {
-            let Some(s) = core.session(id) else {
+            let Some(s) = core.session_mut(id) else {
                 continue;
             };
-            let idle = s.pending_actions == 0;
-            if s.http.is_some() {
+            let idle = s.pending_actions() == 0;
+            match s {
                 // An HTTP client gets its pending response (with `Connection: close`) first.
-                if idle {
-                    core.close(id, CloseReason::Shutdown);
+                Session::Http(_) if idle => core.close(id, CloseReason::Shutdown),
+                Session::Socket(_) if idle => {
+                    self.state
+                        .bye_and_close(core, id, None, CloseReason::Shutdown);
                 }
-            } else if idle {
-                self.state
-                    .bye_and_close(core, id, None, CloseReason::Shutdown);
+                // Busy: closed after the last reply (see `on_completion`).
+                Session::Http(_) | Session::Socket(_) => {}
             }
         }
     }
 
     fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool {
         let state = &mut self.state;
-        if let Some(s) = core.session(id).filter(|s| s.http.is_some()) {
+        if let Some(Session::Http(h)) = core.session(id) {
             // HTTP: an idle keep-alive connection just closes, unless a response is pending.
-            return s.pending_actions == 0;
+            return h.pending_actions == 0;
         }
         match timeout {
             Timeout::KeepAlive => {
@@ -321,429 +295,8 @@ impl Handler for App {
             }
         }
     }
-}
 
-type AppCore = Core<App>;
-
-impl State {
-    fn on_event(&mut self, core: &mut AppCore, id: ConnId, event: Event<'_>) -> Flow {
-        match event {
-            Event::Break => {
-                self.bye_and_close(core, id, None, CloseReason::Quit);
-                Flow::Stop
-            }
-            Event::TooLong { max, actual } => {
-                self.metrics.lines += 1;
-                if matches!(actual, LineLength::Exact(_)) {
-                    core.handshake_done(id); // a whole line arrived, if an over-long one
-                }
-                let Some(s) = core.session_mut(id) else {
-                    return Flow::Stop;
-                };
-                s.message_count += 1;
-                let (count, mid) = (s.message_count, s.message_id(None));
-                encode::too_long(&mut self.out, max, actual, count, RawJson(mid.as_str()));
-                self.flush_out(core, id);
-                Flow::Continue
-            }
-            Event::Line(bytes) => {
-                self.metrics.lines += 1;
-                // A plain connection's handshake is its first complete line.
-                core.handshake_done(id);
-                let line = String::from_utf8_lossy(bytes);
-                self.on_line(core, id, &line)
-            }
-        }
+    fn on_event(&mut self, _core: &mut Core<Self>, event: Infallible) {
+        match event {}
     }
-
-    fn on_line(&mut self, core: &mut AppCore, id: ConnId, line: &str) -> Flow {
-        let Some(s) = core.session_mut(id) else {
-            return Flow::Stop;
-        };
-        s.message_count += 1;
-        let count = s.message_count;
-        match request::classify(line, self.settings.max_json_depth) {
-            Request::Verb { verb, args } => {
-                let mid = s.message_id(None);
-                self.verb(core, id, verb, args, count, mid.as_str())
-            }
-            Request::Json { action, params } => {
-                let mid = s.message_id(params.as_ref());
-                let name = match &action {
-                    JsonAction::Named(n) => Some(n.as_str()),
-                    JsonAction::Missing => None,
-                };
-                self.action(core, id, name, params, count, mid);
-                Flow::Continue
-            }
-            Request::TooDeep { limit } => {
-                let mid = s.message_id(None);
-                let text = format!("JSON nesting too deep (limit {limit})");
-                self.error(core, id, &text, count, mid.as_str());
-                Flow::Continue
-            }
-            Request::Bare { action } => {
-                // Legacy: a bare call leaves its name in the sticky `action` param. This one
-                // key is always stored, so the cap can be exceeded by it alone.
-                let stored = s.set_param("action", action, usize::MAX);
-                debug_assert!(stored);
-                let mid = s.message_id(None);
-                self.action(core, id, Some(action), None, count, mid);
-                Flow::Continue
-            }
-        }
-    }
-
-    fn flush_out(&mut self, core: &mut AppCore, id: ConnId) {
-        core.send(id, &self.out);
-        self.out.clear();
-    }
-
-    fn ok<T: Serialize + ?Sized>(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        data: &T,
-        count: u64,
-        mid: &str,
-    ) {
-        encode::verb_ok(&mut self.out, data, count, RawJson(mid));
-        self.flush_out(core, id);
-    }
-
-    fn error(&mut self, core: &mut AppCore, id: ConnId, text: &str, count: u64, mid: &str) {
-        encode::error(&mut self.out, text, count, RawJson(mid));
-        self.flush_out(core, id);
-    }
-
-    /// The Bye line (with `reason` when the server ends the connection for a reason the
-    /// client should learn), then close.
-    fn bye_and_close(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        text: Option<&str>,
-        reason: CloseReason,
-    ) {
-        self.leave_all(core, id);
-        encode::bye(&mut self.out, text);
-        self.flush_out(core, id);
-        core.close(id, reason);
-    }
-
-    fn leave_all(&mut self, core: &mut AppCore, id: ConnId) {
-        let Some(s) = core.session_mut(id) else {
-            return;
-        };
-        for room in std::mem::take(&mut s.rooms) {
-            self.rooms.leave(&room, id);
-        }
-        self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
-    }
-
-    /// Answers one verb (PROTOCOL.md §4). Returns `Stop` when the connection is closing.
-    fn verb(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        verb: Verb,
-        args: &str,
-        count: u64,
-        mid: &str,
-    ) -> Flow {
-        let word = request::first_word(args).0;
-        match verb {
-            Verb::Quit | Verb::Exit => {
-                self.bye_and_close(core, id, None, CloseReason::Quit);
-                return Flow::Stop;
-            }
-            Verb::ParamAdd => self.param_add(core, id, args, count, mid),
-            Verb::ParamView => {
-                let v = core
-                    .session(id)
-                    .and_then(|s| s.param(word))
-                    .map(str::to_owned);
-                self.ok(core, id, &v, count, mid);
-            }
-            Verb::ParamDelete => {
-                if let Some(s) = core.session_mut(id) {
-                    s.params.retain(|(k, _)| k != word);
-                }
-                self.ok(core, id, &Value::Null, count, mid);
-            }
-            Verb::ParamsView => {
-                let params = core
-                    .session(id)
-                    .map(Session::params_object)
-                    .unwrap_or_default();
-                self.ok(core, id, &params, count, mid);
-            }
-            Verb::ParamsDelete => {
-                if let Some(s) = core.session_mut(id) {
-                    s.params = Vec::new();
-                }
-                self.ok(core, id, &Value::Null, count, mid);
-            }
-            Verb::RoomAdd => self.room_join(core, id, word, false, count, mid),
-            Verb::RoomChange => self.room_join(core, id, word, true, count, mid),
-            Verb::RoomLeave => {
-                let left = self.rooms.leave(word, id);
-                if left {
-                    if let Some(s) = core.session_mut(id) {
-                        s.rooms.retain(|r| &**r != word);
-                    }
-                    self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                    self.ok(core, id, &true, count, mid);
-                } else {
-                    self.error(
-                        core,
-                        id,
-                        &format!("connection not in this room ({word})"),
-                        count,
-                        mid,
-                    );
-                }
-            }
-            Verb::RoomView => self.room_view(core, id, word, count, mid),
-            Verb::Say => self.say(core, id, args, count, mid),
-            Verb::DetailsView => {
-                let details = core.session(id).map(details);
-                self.ok(core, id, &details, count, mid);
-            }
-            Verb::Documentation => {
-                encode::verb_ok_raw(
-                    &mut self.out,
-                    RawJson(self.registry.documentation_json()),
-                    count,
-                    RawJson(mid),
-                );
-                self.flush_out(core, id);
-            }
-            Verb::File => self.file(core, id, args, count, mid),
-        }
-        Flow::Continue
-    }
-
-    fn param_add(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) {
-        let (key, value) = match request::param_add(args) {
-            Ok(kv) => kv,
-            Err(request::ParamAddError::KeyRequired) => {
-                return self.error(core, id, "a param key is required", count, mid);
-            }
-        };
-        if self.settings.scrub_params && !self.registry.accepts_param(key) {
-            let text = format!("param {key} is not accepted by any action");
-            return self.error(core, id, &text, count, mid);
-        }
-        let max_bytes = self.settings.max_param_bytes;
-        let fits = core.session(id).is_some_and(|s| {
-            let old = s.param(key).map_or(0, |v| key.len() + v.len());
-            s.param_bytes() - old + key.len() + value.len() <= max_bytes
-        });
-        if !fits {
-            let text = format!("params too large on this connection (limit {max_bytes} bytes)");
-            return self.error(core, id, &text, count, mid);
-        }
-        let cap = self.settings.max_params;
-        let stored = core
-            .session_mut(id)
-            .is_some_and(|s| s.set_param(key, value, cap));
-        if stored {
-            self.ok(core, id, &Value::Null, count, mid);
-        } else {
-            let text = format!("too many params on this connection (limit {cap})");
-            self.error(core, id, &text, count, mid);
-        }
-    }
-
-    fn room_join(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        room: &str,
-        change: bool,
-        count: u64,
-        mid: &str,
-    ) {
-        let Some(s) = core.session(id) else {
-            return;
-        };
-        let uuid = s.uuid;
-        let in_rooms = s.rooms.len();
-        if !self.rooms.can_join(room) {
-            return self.error(core, id, "room does not exist", count, mid);
-        }
-        if change {
-            self.leave_all(core, id);
-        } else if in_rooms >= self.settings.max_rooms && !self.rooms.is_member(room, id) {
-            let text = format!(
-                "too many rooms on this connection (limit {})",
-                self.settings.max_rooms
-            );
-            return self.error(core, id, &text, count, mid);
-        }
-        match self.rooms.join(room, id, uuid, now_ms()) {
-            Ok(name) => {
-                if let Some(s) = core.session_mut(id) {
-                    s.rooms.push(name);
-                }
-                self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                self.ok(core, id, &true, count, mid);
-            }
-            Err(JoinError::AlreadyMember) => {
-                let text = format!("connection already in this room ({room})");
-                self.error(core, id, &text, count, mid);
-            }
-            Err(JoinError::NoSuchRoom) => self.error(core, id, "room does not exist", count, mid),
-            Err(JoinError::TooManyRooms { limit }) => {
-                let text = format!("too many rooms on this server (limit {limit})");
-                self.error(core, id, &text, count, mid);
-            }
-        }
-    }
-
-    fn room_view(&mut self, core: &mut AppCore, id: ConnId, room: &str, count: u64, mid: &str) {
-        let room: Arc<str> = if room.is_empty() {
-            match core.session(id).map(|s| s.rooms.as_slice()) {
-                Some([only]) => Arc::clone(only),
-                _ => return self.error(core, id, "a room is required", count, mid),
-            }
-        } else {
-            Arc::from(room)
-        };
-        if self.rooms.is_member(&room, id) {
-            let view = self.rooms.view(&room);
-            self.ok(core, id, &view, count, mid);
-        } else {
-            self.error(
-                core,
-                id,
-                &format!("connection not in this room ({room})"),
-                count,
-                mid,
-            );
-        }
-    }
-
-    fn say(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) {
-        let Some((room, message)) = request::say(args) else {
-            return self.error(core, id, "both room and message are required", count, mid);
-        };
-        if !self.rooms.is_member(room, id) {
-            let text = format!("connection not in this room ({room})");
-            return self.error(core, id, &text, count, mid);
-        }
-        let from = core.session(id).map(Session::id_string).unwrap_or_default();
-        self.ok(core, id, &Value::Null, count, mid);
-        // Encoded once, shared by every member's output queue; the sender's own copy comes
-        // after its OK because both go through its queue in this order.
-        let mut line = Vec::with_capacity(96 + message.len());
-        encode::chat(&mut line, message, room, From::Connection(&from), now_ms());
-        let line: Arc<[u8]> = Arc::from(line);
-        self.metrics.chat_messages += 1;
-        for member in self.rooms.members(room) {
-            core.send_shared(member, &line);
-            self.metrics.chat_deliveries += 1;
-        }
-    }
-
-    fn file(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) {
-        let sticky;
-        let path = if args.is_empty() {
-            sticky = core
-                .session(id)
-                .and_then(|s| s.param("file"))
-                .map(str::to_owned)
-                .unwrap_or_default();
-            sticky.as_str()
-        } else {
-            args
-        };
-        if core.queued_files(id) >= MAX_QUEUED_FILES {
-            let text =
-                format!("too many files queued on this connection (limit {MAX_QUEUED_FILES})");
-            return self.error(core, id, &text, count, mid);
-        }
-        match self.public.open(path) {
-            Some((file, len)) => {
-                core.send_file(id, file, len);
-            }
-            None => self.error(core, id, "That file is not found", count, mid),
-        }
-    }
-
-    /// Dispatches an action call (PROTOCOL.md §5): refusals are answered here, in the order
-    /// the protocol gives; an accepted call goes to the worker pool.
-    fn action(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        name: Option<&str>,
-        request_params: Option<Map<String, Value>>,
-        count: u64,
-        mid: MessageId,
-    ) {
-        let shutting_down = core.is_shutting_down();
-        let limit = self.settings.simultaneous_actions;
-        let Some(s) = core.session_mut(id) else {
-            return;
-        };
-        s.total_actions += 1;
-        if shutting_down {
-            self.metrics.actions_refused += 1;
-            return self.error(core, id, "the server is shutting down", count, mid.as_str());
-        }
-        if s.pending_actions >= limit {
-            self.metrics.actions_refused += 1;
-            return self.error(
-                core,
-                id,
-                "you have too many pending requests",
-                count,
-                mid.as_str(),
-            );
-        }
-        let params = request_params.unwrap_or_else(|| s.params_object());
-        let Some(action) = name.and_then(|n| self.registry.find(n, params.get("apiVersion")))
-        else {
-            self.metrics.actions_refused += 1;
-            return self.error(
-                core,
-                id,
-                "unknown action or invalid apiVersion",
-                count,
-                mid.as_str(),
-            );
-        };
-        s.pending_actions += 1;
-        self.api.pending_actions.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
-            action: Arc::clone(action),
-            params,
-            scrub: self.settings.scrub_params,
-            connection: ConnectionInfo {
-                id: s.uuid,
-                remote: s.peer,
-            },
-            api: Arc::clone(&self.api),
-            format: ReplyFormat::Socket { count, id: mid },
-        };
-        core.spawn(id, move || job.run());
-    }
-}
-
-/// The `detailsView` object.
-fn details(s: &Session) -> Value {
-    let id = s.id_string();
-    serde_json::json!({
-        "id": id,
-        "fingerprint": id,
-        "remoteIP": s.peer.ip().to_string(),
-        "remotePort": s.peer.port(),
-        "params": s.params_object(),
-        "connectedAt": s.connected_at,
-        "rooms": s.rooms.iter().map(|r| &**r).collect::<Vec<&str>>(),
-        "totalActions": s.total_actions,
-        "pendingActions": s.pending_actions,
-    })
 }

@@ -157,8 +157,9 @@ pub struct Servers {
 pub struct Web {
     pub enabled: bool,
     pub port: u16,
-    #[serde(rename = "bindIP")]
-    pub bind_ip: String,
+    /// Listen address; absent = `servers.socket.bindIP` (so `--bind` applies here too).
+    #[serde(rename = "bindIP", skip_serializing_if = "Option::is_none")]
+    pub bind_ip: Option<String>,
     /// Request line + headers, bytes (431 beyond).
     pub max_header_bytes: usize,
     /// Request body, bytes (413 beyond).
@@ -172,7 +173,7 @@ impl Default for Web {
         Web {
             enabled: false,
             port: 8080,
-            bind_ip: "0.0.0.0".into(),
+            bind_ip: None,
             max_header_bytes: 8192,
             max_body_bytes: 1 << 20,
             keep_alive_timeout: 5000,
@@ -186,8 +187,9 @@ impl Default for Web {
 pub struct TlsListener {
     pub enabled: bool,
     pub port: u16,
-    #[serde(rename = "bindIP")]
-    pub bind_ip: String,
+    /// Listen address; absent = `servers.socket.bindIP` (so `--bind` applies here too).
+    #[serde(rename = "bindIP", skip_serializing_if = "Option::is_none")]
+    pub bind_ip: Option<String>,
     pub server_options: ServerOptions,
 }
 
@@ -196,7 +198,7 @@ impl Default for TlsListener {
         TlsListener {
             enabled: false,
             port: 5001,
-            bind_ip: "0.0.0.0".into(),
+            bind_ip: None,
             server_options: ServerOptions::default(),
         }
     }
@@ -394,7 +396,10 @@ impl Config {
         let t = &self.servers.socket_tls;
         if t.enabled {
             t.server_options.validate("servers.socketTls")?;
-            if t.bind_ip.parse::<IpAddr>().is_err() {
+            if t.bind_ip
+                .as_ref()
+                .is_some_and(|ip| ip.parse::<IpAddr>().is_err())
+            {
                 return err(
                     "servers.socketTls.bindIP",
                     "must be an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::",
@@ -442,7 +447,10 @@ impl Config {
         }
         let w = &self.servers.web;
         if w.enabled {
-            if w.bind_ip.parse::<IpAddr>().is_err() {
+            if w.bind_ip
+                .as_ref()
+                .is_some_and(|ip| ip.parse::<IpAddr>().is_err())
+            {
                 return err(
                     "servers.web.bindIP",
                     "must be an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::",

@@ -17,7 +17,7 @@ use std::thread;
 
 use mio::Waker;
 
-use crate::conn::ConnId;
+use crate::endpoint::ConnId;
 
 /// A job panicked; `message` is the panic payload when it was a string.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use actionwire_reactor::{CloseReason, ConnId};
 use serde_json::{Map, Value};
 
-use super::{AppCore, State};
+use super::{AppCore, Session, State};
 use crate::actions::{ConnectionInfo, Job, ReplyFormat};
 use crate::metrics::Gauges;
 
@@ -29,9 +29,39 @@ pub(crate) struct WebSettings {
     pub max_body_bytes: usize,
 }
 
-/// Per-connection HTTP state.
+/// An HTTP connection's state.
+pub(crate) struct HttpSession {
+    uuid: uuid::Uuid,
+    peer: std::net::SocketAddr,
+    total_actions: u64,
+    /// Actions running for this connection (at most one: later requests wait).
+    pub(super) pending_actions: u32,
+    /// The request exchange, taken out while it is worked on.
+    conn: HttpConn,
+}
+
+impl HttpSession {
+    pub(super) fn new(peer: std::net::SocketAddr) -> HttpSession {
+        HttpSession {
+            uuid: uuid::Uuid::new_v4(),
+            peer,
+            total_actions: 0,
+            pending_actions: 0,
+            conn: HttpConn::default(),
+        }
+    }
+}
+
+fn http_mut(core: &mut AppCore, id: ConnId) -> Option<&mut HttpSession> {
+    match core.session_mut(id)? {
+        Session::Http(h) => Some(h),
+        Session::Socket(_) => None,
+    }
+}
+
+/// Requests received and the one being answered.
 #[derive(Debug, Default)]
-pub(crate) struct HttpConn {
+struct HttpConn {
     /// Bytes received and not yet consumed by a complete request.
     input: Vec<u8>,
     /// A request's action is running: `Some(keep_alive)` of that request.
@@ -188,13 +218,13 @@ fn keep_open(core: &AppCore, wanted: bool, conn: &HttpConn) -> bool {
 impl State {
     /// Bytes arrived on an HTTP connection.
     pub(super) fn http_data(&mut self, core: &mut AppCore, id: ConnId, data: &[u8]) {
-        let Some(mut conn) = core.session_mut(id).and_then(|s| s.http.take()) else {
+        let Some(mut conn) = http_mut(core, id).map(|h| std::mem::take(&mut h.conn)) else {
             return;
         };
         conn.input.extend_from_slice(data);
         self.http_process(core, id, &mut conn);
-        if let Some(s) = core.session_mut(id) {
-            s.http = Some(conn);
+        if let Some(h) = http_mut(core, id) {
+            h.conn = conn;
         }
     }
 
@@ -206,7 +236,7 @@ impl State {
         status: u16,
         body: &[u8],
     ) {
-        let Some(mut conn) = core.session_mut(id).and_then(|s| s.http.take()) else {
+        let Some(mut conn) = http_mut(core, id).map(|h| std::mem::take(&mut h.conn)) else {
             return;
         };
         let wanted = conn.waiting.take().unwrap_or(false);
@@ -217,8 +247,8 @@ impl State {
             core.resume_reading(id);
             self.http_process(core, id, &mut conn);
         }
-        if let Some(s) = core.session_mut(id) {
-            s.http = Some(conn);
+        if let Some(h) = http_mut(core, id) {
+            h.conn = conn;
         }
     }
 
@@ -363,7 +393,7 @@ impl State {
             let msg = "unknown action or invalid apiVersion";
             return Some(Answer::error(404, msg, keep_alive));
         };
-        let s = core.session_mut(id)?;
+        let s = http_mut(core, id)?;
         s.total_actions += 1;
         s.pending_actions += 1;
         let connection = ConnectionInfo {

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use actionwire::bench::{BenchArgs, Summary};
+use actionwire_bench::{BenchArgs, Summary};
 use clap::Parser;
 
 use crate::harness::*;
@@ -28,7 +28,7 @@ fn run(srv_addr: std::net::SocketAddr, extra: &[&str]) -> Summary {
     ];
     argv.extend_from_slice(extra);
     let args = Wrap::parse_from(argv).args;
-    actionwire::bench::run(&args).expect("bench runs")
+    actionwire_bench::run(&args).expect("bench runs")
 }
 
 #[test]

@@ -13,7 +13,7 @@ fn web_server(tweak: impl FnOnce(&mut actionwire::Config)) -> (TestServer, Socke
     let srv = TestServer::with(|c| {
         c.servers.web.enabled = true;
         c.servers.web.port = 0;
-        c.servers.web.bind_ip = "127.0.0.1".into();
+        c.servers.web.bind_ip = Some("127.0.0.1".into());
         tweak(c);
     });
     let web = srv.web_addr.expect("web listener");
@@ -164,7 +164,7 @@ fn failing_and_panicking_actions_answer_500() {
         |c| {
             c.servers.web.enabled = true;
             c.servers.web.port = 0;
-            c.servers.web.bind_ip = "127.0.0.1".into();
+            c.servers.web.bind_ip = Some("127.0.0.1".into());
         },
         vec![
             actionwire::Action::new("fails", |_| Err("nope".into())),

@@ -177,7 +177,7 @@ fn plain_and_tls_listeners_at_once_share_rooms() {
     let srv = TestServer::with(|c| {
         c.servers.socket_tls.enabled = true;
         c.servers.socket_tls.port = 0;
-        c.servers.socket_tls.bind_ip = "127.0.0.1".into();
+        c.servers.socket_tls.bind_ip = Some("127.0.0.1".into());
         c.servers.socket_tls.server_options = tls_options();
     });
     let tls_addr = srv.tls_addr.expect("TLS listener");

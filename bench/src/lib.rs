@@ -1,4 +1,5 @@
-//! `actionwire bench`: a load generator for any line protocol, on its own mio loops.
+//! actionwire-bench: the load generator behind `actionwire bench`, for any line protocol,
+//! on its own mio loops (not part of the server library).
 //!
 //! Each thread owns a share of the connections and one `mio::Poll`. A connection writes
 //! requests (cycling through `--request` lines) and reads reply lines:
