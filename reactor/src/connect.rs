@@ -28,14 +28,14 @@ use crate::transport::Transport;
 use crate::wheel::Link;
 
 /// TLS for an outbound endpoint: the client configuration and the name to verify.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: ServerName<'static>,
 }
 
 /// How to open an outbound endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// Speak TLS as a client.
     pub tls: Option<ClientTls>,

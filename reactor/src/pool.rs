@@ -161,13 +161,15 @@ fn worker<C>(shared: &Shared<C>) {
             });
             results.push((job.conn, result));
         }
-        shared.in_flight.fetch_sub(results.len(), Ordering::Relaxed);
+        let n = results.len();
         let was_empty = {
             let mut done = lock(&shared.done);
             let was_empty = done.is_empty();
             done.append(&mut results);
             was_empty
         };
+        // Counted until the result is where the loop will find it.
+        shared.in_flight.fetch_sub(n, Ordering::Release);
         if was_empty && let Err(e) = shared.waker.wake() {
             log::error!("cannot wake the event loop: {e}");
         }

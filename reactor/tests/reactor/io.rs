@@ -1,0 +1,210 @@
+//! Accepting, reading, writing, backpressure, output limits and shutdown.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConfig};
+
+use crate::toy::{Ev, Harness, Report, client, read_n, read_to_end, say};
+
+#[test]
+fn accepts_and_answers_pipelined_lines_in_order() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    let mut all = String::new();
+    let mut expected = String::new();
+    for i in 0..2000 {
+        all.push_str(&format!("line {i}\n"));
+        expected.push_str(&format!("line {i}\n"));
+    }
+    c.write_all(all.as_bytes()).expect("write");
+    let got = read_n(&mut c, expected.len());
+    assert_eq!(String::from_utf8(got).expect("utf8"), expected);
+    drop(c);
+    h.stop().expect("clean stop");
+}
+
+#[test]
+fn backpressure_pauses_reading_and_loses_nothing() {
+    let cfg = ReactorConfig {
+        read_pause_bytes: 64 * 1024,
+        output_soft_limit: 4 << 20,
+        output_hard_limit: 8 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    // 16 MiB of echo requests, written while nothing is read: the server must stop reading
+    // (or it would queue past the 8 MiB hard limit and disconnect us).
+    let line = format!("{}\n", "y".repeat(1023));
+    let total = 16 * 1024;
+    let mut writer = c.try_clone().expect("clone");
+    let line2 = line.clone();
+    let w = std::thread::spawn(move || {
+        for _ in 0..total {
+            writer.write_all(line2.as_bytes()).expect("write");
+        }
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    });
+    let mut got = 0usize;
+    let mut buf = vec![0; 256 * 1024];
+    loop {
+        let n = c.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == b'y' || b == b'\n'));
+        got += n;
+    }
+    w.join().expect("writer");
+    assert_eq!(got, total * line.len(), "every byte echoed");
+    let (reason, max_queued, _) = h.closed(id);
+    assert_eq!(reason, CloseReason::Eof);
+    // Reading stops at 64 KiB queued; one turn reads at most 4 × 64 KiB more.
+    assert!(
+        max_queued <= 64 * 1024 + 4 * 64 * 1024 + line.len(),
+        "output queued up to {max_queued} bytes: reading did not pause"
+    );
+}
+
+#[test]
+fn a_large_reply_through_a_small_window_arrives_whole() {
+    let h = Harness::default();
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
+    s.set_recv_buffer_size(4096).expect("rcvbuf");
+    s.connect(&h.plain.into()).expect("connect");
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(crate::toy::GUARD))
+        .expect("timeout");
+    h.opened(EndpointKind::Accepted);
+    say(&mut c, "!big 3000000");
+    // Read slowly at first so the server's writes come up short and wait for WRITABLE.
+    let mut got = Vec::new();
+    let mut small = [0u8; 512];
+    for _ in 0..64 {
+        let n = c.read(&mut small).expect("read");
+        got.extend_from_slice(&small[..n]);
+    }
+    got.extend(read_n(&mut c, 3_000_000 - got.len()));
+    assert!(got.iter().all(|&b| b == b'x'));
+    say(&mut c, "after");
+    assert_eq!(read_n(&mut c, 6), b"after\n");
+}
+
+#[test]
+fn the_hard_output_limit_disconnects_at_once() {
+    let cfg = ReactorConfig {
+        output_soft_limit: 64 * 1024,
+        output_hard_limit: 1 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!big 2000000");
+    let (reason, _, _) = h.closed(id);
+    assert_eq!(reason, CloseReason::OutputLimit);
+    // A bystander is unaffected.
+    let mut b = client(h.plain);
+    say(&mut b, "still here");
+    assert_eq!(read_n(&mut b, 11), b"still here\n");
+}
+
+#[test]
+fn the_soft_output_limit_acts_on_its_timer_without_more_output() {
+    let cfg = ReactorConfig {
+        output_soft_limit: 64 * 1024,
+        output_soft_duration: Duration::from_millis(300),
+        output_hard_limit: 8 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
+    s.set_recv_buffer_size(4096).expect("rcvbuf");
+    s.connect(&h.plain.into()).expect("connect");
+    let mut c: std::net::TcpStream = s.into();
+    let id = h.opened(EndpointKind::Accepted);
+    // One reply far over the soft limit, then nothing more is queued and nothing is read.
+    let asked = Instant::now();
+    say(&mut c, "!big 4000000");
+    let (reason, _, at) = h.closed(id);
+    assert_eq!(reason, CloseReason::OutputLimit);
+    assert!(
+        at - asked >= Duration::from_millis(300),
+        "cut off after {:?}, before the soft limit's 300 ms",
+        at - asked
+    );
+}
+
+#[test]
+fn quit_drains_the_output_then_closes() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    c.write_all(b"one\n!big 100000\n!quit\nignored\n")
+        .expect("write");
+    let mut expected = b"one\n".to_vec();
+    expected.extend(vec![b'x'; 100_000]);
+    expected.extend_from_slice(b"bye\n");
+    assert_eq!(read_to_end(&mut c), expected);
+    drop(c);
+    let (reason, _, _) = h.closed(id);
+    assert_eq!(reason, CloseReason::Quit);
+}
+
+#[test]
+fn max_connections_pauses_accepting_and_resumes_below_ninety_percent() {
+    let cfg = ReactorConfig {
+        max_connections: 10,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut clients: Vec<_> = (0..10).map(|_| client(h.plain)).collect();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(h.opened(EndpointKind::Accepted));
+    }
+    // The 11th waits in the backlog: it gets no answer while the server is full.
+    let mut late = client(h.plain);
+    say(&mut late, "late");
+    // One closing (10 → 9) is not below 90 %: two full loop turns later (each ping is
+    // answered in a turn of its own, and every turn runs the accept pass), still nothing.
+    drop(clients.remove(0));
+    h.closed(ids[0]);
+    for _ in 0..2 {
+        h.send(Ev::Ping);
+        loop {
+            match h.next() {
+                Report::Pong(_) => break,
+                Report::Opened(..) => panic!("accepted again at 90 % of maxConnections"),
+                _ => {}
+            }
+        }
+    }
+    // Two (→ 8) are below 90 %.
+    drop(clients.remove(0));
+    h.closed(ids[1]);
+    h.opened(EndpointKind::Accepted);
+    assert_eq!(read_n(&mut late, 5), b"late\n");
+    drop(clients);
+}
+
+#[test]
+fn shutdown_closes_every_endpoint_and_the_loop_returns() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    say(&mut c, "hello");
+    assert_eq!(read_n(&mut c, 6), b"hello\n");
+    let tx = h.tx.clone();
+    // The client reads to the end and closes, as a well-behaved peer does.
+    let reader = std::thread::spawn(move || read_to_end(&mut c));
+    h.stop().expect("the loop returns Ok");
+    assert_eq!(reader.join().expect("reader"), b"shutting down\n");
+    // After the loop stops, events are refused, not queued forever.
+    assert!(tx.try_send(Ev::Ping).is_err());
+}

@@ -1,0 +1,10 @@
+//! The reactor's own tests: a toy echo handler on a real loop, real sockets on 127.0.0.1.
+//! Nothing here knows the actionhero protocol.
+
+mod toy;
+
+mod events;
+mod io;
+mod outbound;
+mod timers;
+mod tls;

@@ -1,0 +1,130 @@
+//! Outbound endpoints: connect to a listener of the same reactor, over plain TCP and TLS;
+//! refusal and timeout.
+
+use std::time::{Duration, Instant};
+
+use actionwire_reactor::{CloseReason, ConnectOptions, EndpointKind};
+
+use crate::toy::{Ev, Harness, Report};
+
+/// Collects what an outbound endpoint receives until `n` bytes arrived.
+fn receive(h: &Harness, id: actionwire_reactor::ConnId, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        if let Report::Data(i, bytes) = h.next() {
+            assert_eq!(i, id);
+            got.extend(bytes);
+        }
+    }
+    got
+}
+
+fn round_trip(h: &Harness, opts: ConnectOptions, addr: std::net::SocketAddr) {
+    let out = h.connect(addr, opts);
+    // Ask the accepted side (the toy protocol) for an echo and a large reply.
+    h.send(Ev::Send(out, b"hello\n!big 200000\nbye\n".to_vec()));
+    let got = receive(h, out, 6 + 200_000 + 4);
+    assert_eq!(&got[..6], b"hello\n");
+    assert!(got[6..200_006].iter().all(|&b| b == b'x'));
+    assert_eq!(&got[200_006..], b"bye\n");
+    h.send(Ev::Close(out));
+    assert_eq!(h.closed(out).0, CloseReason::Quit);
+}
+
+#[test]
+fn outbound_over_plain_tcp_to_our_own_listener() {
+    let h = Harness::default();
+    round_trip(&h, ConnectOptions::default(), h.plain);
+    h.stop().expect("clean stop");
+}
+
+#[test]
+fn outbound_over_tls_as_a_rustls_client() {
+    let h = Harness::default();
+    let opts = ConnectOptions {
+        tls: Some(h.client_tls()),
+        ..ConnectOptions::default()
+    };
+    round_trip(&h, opts, h.tls);
+    h.stop().expect("clean stop");
+}
+
+#[test]
+fn a_tls_client_that_does_not_trust_the_server_fails_to_connect() {
+    let h = Harness::default();
+    let stranger = crate::toy::certs(); // trusts another certificate
+    let opts = ConnectOptions {
+        tls: Some(actionwire_reactor::ClientTls {
+            config: stranger.client,
+            server_name: rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+        }),
+        ..ConnectOptions::default()
+    };
+    h.send(Ev::Connect(h.tls, opts));
+    let reason = h.wait(|r| match r {
+        Report::Opened(_, EndpointKind::Outbound) => panic!("opened with an untrusted cert"),
+        Report::Closed(_, reason, _, _) if reason != CloseReason::Error => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::ConnectFailed);
+}
+
+#[test]
+fn a_refused_connect_is_reported() {
+    let h = Harness::default();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }; // closed again: nothing listens there
+    h.send(Ev::Connect(port, ConnectOptions::default()));
+    let reason = h.wait(|r| match r {
+        Report::Closed(_, reason, _, _) => Some(reason),
+        Report::ConnectRefusedAtOnce(e) => {
+            assert!(!e.is_empty());
+            Some(CloseReason::ConnectFailed)
+        }
+        Report::Opened(_, EndpointKind::Outbound) => panic!("connected to a closed port"),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::ConnectFailed);
+}
+
+#[test]
+fn a_connect_that_never_completes_times_out() {
+    use socket2::{Domain, Socket, Type};
+    let h = Harness::default();
+    // A listener that never accepts, with a backlog of one: once it holds a connection,
+    // further SYNs are dropped and a connect stays pending.
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .expect("a")
+            .into(),
+    )
+    .expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l.local_addr().expect("addr").as_socket().expect("inet");
+    let fillers: Vec<Socket> = (0..4)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            s.set_nonblocking(true).expect("nonblocking");
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(400),
+        ..ConnectOptions::default()
+    };
+    let asked = Instant::now();
+    h.send(Ev::Connect(addr, opts));
+    let (reason, at) = h.wait(|r| match r {
+        Report::Closed(_, reason, _, at) => Some((reason, at)),
+        Report::Opened(_, EndpointKind::Outbound) => panic!("connected to a full backlog"),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::ConnectTimeout);
+    assert!(at - asked >= Duration::from_millis(400), "{:?}", at - asked);
+    drop(fillers);
+}

@@ -1,0 +1,48 @@
+//! TLS on accepted endpoints, driven by a blocking rustls client.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use actionwire_reactor::{CloseReason, EndpointKind};
+use rustls::pki_types::ServerName;
+
+use crate::toy::{Harness, Report, client};
+
+#[test]
+fn tls_server_echoes_and_closes_with_close_notify() {
+    let h = Harness::default();
+    let tcp = client(h.tls);
+    let conn = rustls::ClientConnection::new(
+        Arc::clone(&h.certs.client),
+        ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"over tls\n!big 100000\n!quit\n")
+        .expect("write");
+    let id = h.opened(EndpointKind::Accepted);
+    let mut all = Vec::new();
+    // read_to_end succeeds only on a clean close_notify (rustls reports a missing one).
+    tls.read_to_end(&mut all).expect("clean TLS close");
+    assert_eq!(&all[..9], b"over tls\n");
+    assert_eq!(all.len(), 9 + 100_000 + 4);
+    assert_eq!(&all[all.len() - 4..], b"bye\n");
+    drop(tls);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
+
+#[test]
+fn garbage_instead_of_a_client_hello_is_dropped_without_opening() {
+    let h = Harness::default();
+    let mut c = client(h.tls);
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest); // an alert, then the close
+    assert!(!rest.starts_with(b"GET"));
+    let reason = h.wait(|r| match r {
+        Report::Opened(..) => panic!("opened without a handshake"),
+        Report::Closed(_, reason, _, _) => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::Error);
+}

@@ -1,0 +1,413 @@
+//! A toy handler and a harness for the reactor's own tests.
+//!
+//! The loop runs on its own thread with two listeners (plain and TLS) of the same options.
+//! Accepted endpoints speak a tiny line protocol: a line starting with `!` is a command
+//! (`!big N`, `!quit`, `!job`), any other line is echoed back. Outbound endpoints report what
+//! they receive. Tests steer the loop with server-level events ([`Ev`]) and learn what
+//! happened from [`Report`]s, which the loop thread sends in the order things happened.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actionwire_reactor::{
+    ClientTls, CloseReason, ConnId, ConnectOptions, Core, EndpointKind, EventSender, Handler,
+    JobPanic, ListenerOptions, Reactor, ReactorConfig, ShutdownHandle, Timeout, TimerId,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// How long a test waits for anything before it fails (a guard, never a synchronisation).
+pub const GUARD: Duration = Duration::from_secs(20);
+
+/// What tests ask the loop to do.
+#[derive(Debug)]
+pub enum Ev {
+    Connect(SocketAddr, ConnectOptions),
+    Send(ConnId, Vec<u8>),
+    Close(ConnId),
+    /// Set a server-level timer that fires `Fire(tag)`.
+    SetTimer(Duration, u32),
+    /// Cancel the timer set with this tag.
+    CancelTimer(u32),
+    Fire(u32),
+    /// Reports `Pong` with the jobs in flight.
+    Ping,
+    /// Reports `Blocked`, then holds the loop thread until the gate opens (tests only).
+    Block,
+}
+
+/// What the loop tells tests.
+#[derive(Debug)]
+pub enum Report {
+    Opened(ConnId, EndpointKind),
+    /// Bytes received by an outbound endpoint.
+    Data(ConnId, Vec<u8>),
+    /// With the most output ever queued on it.
+    Closed(ConnId, CloseReason, usize, Instant),
+    Timeout(ConnId, Timeout, Instant),
+    Fired(u32, Instant),
+    Cancelled(u32, bool),
+    Sent(ConnId, bool),
+    Pong(usize),
+    Completion(ConnId, u64),
+    ConnectRefusedAtOnce(String),
+    Blocked,
+    Shutdown,
+}
+
+pub struct Session {
+    kind: EndpointKind,
+    line: Vec<u8>,
+    max_queued: usize,
+}
+
+/// Blocks `!job` jobs until opened.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.cv.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+}
+
+pub struct Toy {
+    reports: Sender<Report>,
+    gate: Arc<Gate>,
+    timers: Vec<(u32, TimerId)>,
+}
+
+impl Toy {
+    fn report(&self, r: Report) {
+        let _ = self.reports.send(r);
+    }
+
+    fn line(&mut self, core: &mut Core<Self>, id: ConnId, line: &[u8]) {
+        core.handshake_done(id);
+        let text = String::from_utf8_lossy(line);
+        if let Some(n) = text.strip_prefix("!big ") {
+            let n: usize = n.trim().parse().unwrap_or(0);
+            core.send_owned(id, vec![b'x'; n]);
+        } else if text == "!quit" {
+            core.send(id, b"bye\n");
+            core.close(id, CloseReason::Quit);
+        } else if text == "!job" {
+            let gate = Arc::clone(&self.gate);
+            core.spawn(id, move || {
+                gate.wait();
+                7
+            });
+        } else {
+            let mut out = line.to_vec();
+            out.push(b'\n');
+            core.send_owned(id, out);
+        }
+        let queued = core.queued_bytes(id);
+        if let Some(s) = core.session_mut(id) {
+            s.max_queued = s.max_queued.max(queued);
+        }
+    }
+}
+
+impl Handler for Toy {
+    type Session = Session;
+    type Completion = u64;
+    type Event = Ev;
+    type Tag = ();
+
+    fn new_session(&mut self, _id: ConnId, _peer: SocketAddr, _tag: ()) -> Session {
+        Session {
+            kind: EndpointKind::Accepted,
+            line: Vec::new(),
+            max_queued: 0,
+        }
+    }
+
+    fn on_open(&mut self, core: &mut Core<Self>, id: ConnId) {
+        let kind = core.kind(id).expect("a live endpoint");
+        self.report(Report::Opened(id, kind));
+    }
+
+    fn on_data(&mut self, core: &mut Core<Self>, id: ConnId, data: &mut [u8]) {
+        let Some(s) = core.session_mut(id) else {
+            return;
+        };
+        if s.kind == EndpointKind::Outbound {
+            self.report(Report::Data(id, data.to_vec()));
+            return;
+        }
+        s.line.extend_from_slice(data);
+        let mut buf = std::mem::take(&mut s.line);
+        let mut start = 0;
+        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+            self.line(core, id, &buf[start..start + end]);
+            start += end + 1;
+        }
+        buf.drain(..start);
+        if let Some(s) = core.session_mut(id) {
+            s.line = buf;
+        }
+    }
+
+    fn on_completion(&mut self, _core: &mut Core<Self>, id: ConnId, r: Result<u64, JobPanic>) {
+        self.report(Report::Completion(id, r.unwrap_or(0)));
+    }
+
+    fn on_close(&mut self, _core: &mut Core<Self>, id: ConnId, s: Session, reason: CloseReason) {
+        self.report(Report::Closed(id, reason, s.max_queued, Instant::now()));
+    }
+
+    fn on_shutdown(&mut self, core: &mut Core<Self>) {
+        self.report(Report::Shutdown);
+        for id in core.open_ids() {
+            core.send(id, b"shutting down\n");
+            core.close(id, CloseReason::Shutdown);
+        }
+    }
+
+    fn on_timeout(&mut self, _core: &mut Core<Self>, id: ConnId, t: Timeout) -> bool {
+        self.report(Report::Timeout(id, t, Instant::now()));
+        true
+    }
+
+    fn on_event(&mut self, core: &mut Core<Self>, event: Ev) {
+        match event {
+            Ev::Connect(addr, opts) => {
+                let session = Session {
+                    kind: EndpointKind::Outbound,
+                    line: Vec::new(),
+                    max_queued: 0,
+                };
+                if let Err(e) = core.connect(addr, &opts, session) {
+                    self.report(Report::ConnectRefusedAtOnce(e.error.to_string()));
+                }
+            }
+            Ev::Send(id, bytes) => {
+                let sent = core.send_owned(id, bytes);
+                self.report(Report::Sent(id, sent));
+            }
+            Ev::Close(id) => core.close(id, CloseReason::Quit),
+            Ev::SetTimer(delay, tag) => {
+                let id = core.set_timer(delay, Ev::Fire(tag)).expect("timer");
+                self.timers.push((tag, id));
+            }
+            Ev::CancelTimer(tag) => {
+                let i = self.timers.iter().position(|(t, _)| *t == tag);
+                let cancelled = i.is_some_and(|i| {
+                    let (_, id) = self.timers.remove(i);
+                    core.cancel_timer(id).is_some()
+                });
+                self.report(Report::Cancelled(tag, cancelled));
+            }
+            Ev::Fire(tag) => {
+                self.timers.retain(|(t, _)| *t != tag);
+                self.report(Report::Fired(tag, Instant::now()));
+            }
+            Ev::Ping => self.report(Report::Pong(core.jobs_in_flight())),
+            Ev::Block => {
+                self.report(Report::Blocked);
+                self.gate.wait();
+            }
+        }
+    }
+}
+
+/// A self-signed certificate for localhost/127.0.0.1, and configs that trust it.
+pub struct Certs {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+pub fn certs() -> Certs {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let der = CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert der");
+    let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key_der)
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Certs {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+/// A running loop with a plain and a TLS listener.
+pub struct Harness {
+    pub tx: EventSender<Ev>,
+    reports: Receiver<Report>,
+    pub plain: SocketAddr,
+    pub tls: SocketAddr,
+    pub certs: Certs,
+    pub gate: Arc<Gate>,
+    shutdown: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Harness {
+    pub fn start(cfg: ReactorConfig, opts: ListenerOptions) -> Harness {
+        let (reports_tx, reports) = mpsc::channel();
+        let gate = Arc::new(Gate::default());
+        let toy = Toy {
+            reports: reports_tx,
+            gate: Arc::clone(&gate),
+            timers: Vec::new(),
+        };
+        let certs = certs();
+        let mut reactor = Reactor::new(cfg, toy).expect("reactor");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let plain = reactor.listen(any, opts.clone(), ()).expect("listen");
+        let tls_opts = ListenerOptions {
+            tls: Some(Arc::clone(&certs.server)),
+            ..opts
+        };
+        let tls = reactor.listen(any, tls_opts, ()).expect("listen tls");
+        let tx = reactor.event_sender();
+        let shutdown = reactor.shutdown_handle();
+        let thread = std::thread::spawn(move || reactor.run());
+        Harness {
+            tx,
+            reports,
+            plain,
+            tls,
+            certs,
+            gate,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn default() -> Harness {
+        Harness::start(ReactorConfig::default(), ListenerOptions::default())
+    }
+
+    pub fn send(&self, ev: Ev) {
+        self.tx.send(ev).expect("loop running");
+    }
+
+    /// The next report, whatever it is.
+    pub fn next(&self) -> Report {
+        match self.reports.recv_timeout(GUARD) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => panic!("no report from the loop in {GUARD:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("the loop has stopped"),
+        }
+    }
+
+    /// Skips reports until `f` picks one.
+    pub fn wait<T>(&self, mut f: impl FnMut(Report) -> Option<T>) -> T {
+        loop {
+            if let Some(t) = f(self.next()) {
+                return t;
+            }
+        }
+    }
+
+    pub fn opened(&self, kind: EndpointKind) -> ConnId {
+        self.wait(|r| match r {
+            Report::Opened(id, k) if k == kind => Some(id),
+            _ => None,
+        })
+    }
+
+    pub fn closed(&self, id: ConnId) -> (CloseReason, usize, Instant) {
+        self.wait(|r| match r {
+            Report::Closed(i, reason, q, at) if i == id => Some((reason, q, at)),
+            _ => None,
+        })
+    }
+
+    /// Opens an outbound endpoint to `addr` and waits until it is open (or fails).
+    pub fn connect(&self, addr: SocketAddr, opts: ConnectOptions) -> ConnId {
+        self.send(Ev::Connect(addr, opts));
+        self.opened(EndpointKind::Outbound)
+    }
+
+    pub fn client_tls(&self) -> ClientTls {
+        ClientTls {
+            config: Arc::clone(&self.certs.client),
+            server_name: ServerName::try_from("localhost").expect("name"),
+        }
+    }
+
+    /// Shuts the loop down and waits for it to stop.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.shutdown.shutdown();
+        self.join()
+    }
+
+    pub fn join(&mut self) -> io::Result<()> {
+        let thread = self.thread.take().expect("running");
+        let deadline = Instant::now() + GUARD;
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "the loop did not stop");
+            // Drain reports meanwhile, so the loop never waits on a full channel.
+            let _ = self.reports.recv_timeout(Duration::from_millis(50));
+        }
+        thread.join().expect("loop thread")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown.shutdown();
+        }
+    }
+}
+
+/// A blocking test client.
+pub fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(GUARD)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read");
+    buf
+}
+
+/// Writes `line` and a newline.
+pub fn say(s: &mut impl Write, line: &str) {
+    s.write_all(format!("{line}\n").as_bytes()).expect("write");
+}
+
+/// Reads until EOF; the bytes read.
+pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all
+}
