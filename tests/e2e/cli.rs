@@ -90,3 +90,73 @@ fn sigterm_says_bye_and_exits_cleanly() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "exit status {status}");
 }
+
+/// Waits for a child with a deadline, so a regression fails the test instead of hanging CI.
+fn wait_with_deadline(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bind_applies_to_every_listener_without_a_bind_ip_of_its_own() {
+    let pki = pki();
+    let mut child = Command::new(BIN)
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--web-port",
+            "0",
+            "--tls-port",
+            "0",
+        ])
+        .arg("--tls-cert")
+        .arg(&pki.server_cert)
+        .arg("--tls-key")
+        .arg(&pki.server_key)
+        .args(["--log-level", "info"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let line = loop {
+        let line = lines
+            .next()
+            .expect("the server logs its addresses")
+            .expect("read log");
+        if line.contains("listening on ") {
+            break line;
+        }
+    };
+    let addr_after = |marker: &str| -> std::net::SocketAddr {
+        line.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split([' ', ',', ';', ')']).next())
+            .unwrap_or_else(|| panic!("{marker} in {line}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{marker} in {line}: {e}"))
+    };
+    let main = addr_after("listening on ");
+    let tls = addr_after("and TLS on ");
+    let web = addr_after("and HTTP on ");
+    for a in [main, tls, web] {
+        assert_eq!(a.ip().to_string(), "127.0.0.1", "{line}");
+        std::net::TcpStream::connect(a).expect("listening");
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(wait_with_deadline(&mut child).success());
+}

@@ -146,3 +146,24 @@ fn two_thousand_idle_connections_all_get_pinged() {
     }
     assert!(srv.api.keepalive_pings() >= 2000);
 }
+
+both! {
+    /// The idle timeout counts from the last line the server received, and never fires
+    /// before it: measured from just before that line was sent (the server cannot have it
+    /// earlier), the Bye comes no sooner than `idleTimeout`, three times running.
+    fn the_idle_bye_never_comes_early(t) {
+        let srv = TestServer::over_with(t, |c| c.servers.socket.idle_timeout = 700);
+        for _ in 0..3 {
+            let mut c = srv.client();
+            let sent = Instant::now();
+            c.request("paramsView");
+            assert_eq!(
+                c.line(),
+                r#"{"status":"Bye!","context":"api","reason":"idle timeout"}"#
+            );
+            let after = sent.elapsed();
+            assert!(after >= Duration::from_millis(700), "Bye after {after:?}");
+            c.expect_closed();
+        }
+    }
+}

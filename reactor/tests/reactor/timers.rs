@@ -23,10 +23,10 @@ fn the_idle_timeout_never_fires_early() {
     for _ in 0..3 {
         let mut c = client(h.plain);
         let id = h.opened(EndpointKind::Accepted);
+        // The server cannot receive the line before it is sent.
+        let last = Instant::now();
         say(&mut c, "hi");
         assert_eq!(read_n(&mut c, 3), b"hi\n");
-        // The server received the line before this point.
-        let last = Instant::now();
         let (t, at) = h.wait(|r| match r {
             Report::Timeout(i, t, at) if i == id => Some((t, at)),
             _ => None,

@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the per-request protocol work on the loop thread: scanning a read
 //! into lines, classifying a line, and encoding a verb reply.
 //!
-//! `cargo bench --bench proto`
+//! `cargo bench -p actionwire-proto --bench proto`
 
 use std::hint::black_box;
 

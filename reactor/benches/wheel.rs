@@ -1,7 +1,7 @@
 //! The timer wheel with 1,000,000 live timers: insert, cancel, reschedule, fire, and the
 //! steady-state cost of keep-alive for 1,000,000 connections with a 30 s interval.
 //!
-//! `cargo bench --bench wheel`
+//! `cargo bench -p actionwire-reactor --bench wheel`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
