@@ -14,14 +14,12 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use crate::endpoint::{ConnId, Endpoint, EndpointKind, Phase};
+use crate::endpoint::{ConnId, Endpoint, EndpointKind};
 use crate::errors::{IoClass, classify};
 use crate::event_loop::Reactor;
 use crate::handler::Handler;
-use crate::output::OutQueue;
 use crate::timers::{Profile, TimerAction, ticks};
 use crate::transport::Transport;
-use crate::wheel::Link;
 
 /// The waker's token; listener `i` has token `LISTENER_BASE - i`. Both have generation
 /// `u32::MAX`, which no endpoint has.
@@ -243,31 +241,16 @@ impl<H: Handler> Reactor<H> {
         let session = self.handler.new_session(id, peer, tag);
         let tick = core.timers.tick32();
         let tls = transport.is_tls();
-        let key = core.endpoints.insert(Endpoint {
+        let key = core.endpoints.insert(Endpoint::new(
             generation,
             stream,
             transport,
             peer,
-            kind: EndpointKind::Accepted,
-            phase: Phase::Open,
-            out: OutQueue::default(),
-            readable: false,
-            writable: true,
-            read_closed: false,
-            eof: false,
-            in_ready: false,
-            in_dirty: false,
-            read_paused: false,
-            app_paused: false,
-            handshaking: true,
-            over_soft_since: None,
-            timer: Link::default(),
-            last_rx: tick,
-            last_ping: tick,
-            opened: tick,
+            EndpointKind::Accepted,
+            tick,
             profile,
             session,
-        });
+        ));
         debug_assert_eq!(key, slot);
         core.accepted += 1;
         core.schedule(id);

@@ -22,10 +22,8 @@ use crate::core::Core;
 use crate::endpoint::{CloseReason, ConnId, Endpoint, EndpointKind, Phase};
 use crate::event_loop::Reactor;
 use crate::handler::Handler;
-use crate::output::OutQueue;
 use crate::timers::{MAX_ENDPOINT_SLOT, Profile, ticks};
 use crate::transport::Transport;
-use crate::wheel::Link;
 
 /// TLS for an outbound endpoint: the client configuration and the name to verify.
 #[derive(Debug, Clone)]
@@ -114,31 +112,16 @@ impl<H: Handler> Core<H> {
             return fail(e, session);
         }
         let tick = self.timers.tick32();
-        let key = self.endpoints.insert(Endpoint {
+        let key = self.endpoints.insert(Endpoint::new(
             generation,
             stream,
             transport,
-            peer: addr,
-            kind: EndpointKind::Outbound,
-            phase: Phase::Connecting,
-            out: OutQueue::default(),
-            readable: false,
-            writable: false,
-            read_closed: false,
-            eof: false,
-            in_ready: false,
-            in_dirty: false,
-            read_paused: false,
-            app_paused: false,
-            handshaking: true,
-            over_soft_since: None,
-            timer: Link::default(),
-            last_rx: tick,
-            last_ping: tick,
-            opened: tick,
+            addr,
+            EndpointKind::Outbound,
+            tick,
             profile,
             session,
-        });
+        ));
         debug_assert_eq!(key, slot);
         self.schedule(id);
         self.stats.outbound_open.fetch_add(1, Ordering::Relaxed);

@@ -132,6 +132,19 @@ impl<H: Handler> Core<H> {
             .filter(|c| c.generation == id.generation())
     }
 
+    /// An endpoint and the counters, borrowed together (the read pass counts bytes while it
+    /// works on the endpoint).
+    pub(crate) fn ep_and_stats(
+        &mut self,
+        id: ConnId,
+    ) -> Option<(&mut Endpoint<H::Session>, &crate::ReactorStats)> {
+        let ep = self
+            .endpoints
+            .get_mut(id.slot())
+            .filter(|c| c.generation == id.generation())?;
+        Some((ep, &self.stats))
+    }
+
     /// The session of a live endpoint (in any phase).
     pub fn session(&self, id: ConnId) -> Option<&H::Session> {
         self.ep(id).map(|c| &c.session)

@@ -206,6 +206,50 @@ pub(crate) struct Endpoint<S> {
 }
 
 impl<S> Endpoint<S> {
+    /// A new endpoint at tick `tick`: nothing read or written yet, handshake pending.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        generation: u32,
+        stream: TcpStream,
+        transport: Transport,
+        peer: SocketAddr,
+        kind: EndpointKind,
+        tick: u32,
+        profile: u8,
+        session: S,
+    ) -> Endpoint<S> {
+        let (phase, writable) = match kind {
+            EndpointKind::Accepted => (Phase::Open, true),
+            // Writable only once the connect completes.
+            EndpointKind::Outbound => (Phase::Connecting, false),
+        };
+        Endpoint {
+            generation,
+            stream,
+            transport,
+            peer,
+            kind,
+            phase,
+            out: OutQueue::default(),
+            readable: false,
+            writable,
+            read_closed: false,
+            eof: false,
+            in_ready: false,
+            in_dirty: false,
+            read_paused: false,
+            app_paused: false,
+            handshaking: true,
+            over_soft_since: None,
+            timer: Link::default(),
+            last_rx: tick,
+            last_ping: tick,
+            opened: tick,
+            profile,
+            session,
+        }
+    }
+
     /// Open for protocol traffic: not connecting or closing, and past any TLS handshake.
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open && !self.transport.is_handshaking()

@@ -238,6 +238,9 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.completions = done;
+        if !self.core.events.is_behind() {
+            return; // the common wake-up: completions only
+        }
         for _ in 0..EVENTS_PER_TURN {
             let Some(event) = self.core.events.next() else {
                 break;
@@ -311,8 +314,7 @@ impl<H: Handler> Reactor<H> {
         for _ in 0..READS_PER_TURN {
             let pause_at = self.core.cfg.read_pause_bytes;
             let tick = self.core.timers.tick32();
-            let stats = Arc::clone(&self.core.stats);
-            let Some(ep) = self.core.ep_mut(id) else {
+            let Some((ep, stats)) = self.core.ep_and_stats(id) else {
                 return;
             };
             match ep.phase {

@@ -31,9 +31,9 @@ pub struct ReactorStats {
     pub outbound_connected: AtomicU64,
     /// Outbound connections that failed or timed out before opening.
     pub outbound_failed: AtomicU64,
-    /// Server-level events delivered to the handler, and refused because the queue was full.
+    /// Server-level events (and server-level timers) delivered to the handler. A refused
+    /// event is reported to its sender, which counts it where it matters.
     pub events: AtomicU64,
-    pub events_refused: AtomicU64,
     /// Loop turn durations (poll return to the next poll), a histogram in µs: counts per
     /// upper bound of [`LOOP_TURN_BOUNDS_US`], the last one for everything above.
     pub loop_turns: [AtomicU64; LOOP_TURN_BOUNDS_US.len() + 1],

@@ -64,22 +64,14 @@ fn sigterm_says_bye_and_exits_cleanly() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server logs its address")
-            .expect("read log");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("address")
-                .parse::<std::net::SocketAddr>()
-                .expect("socket address");
-        }
-    };
+    let line = start_line(&mut child);
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address")
+        .parse::<std::net::SocketAddr>()
+        .expect("socket address");
     let mut c = Client::connect(addr);
     assert_eq!(c.welcome["context"], "api");
     let pid = i32::try_from(child.id()).expect("pid");
@@ -89,6 +81,18 @@ fn sigterm_says_bye_and_exits_cleanly() {
     c.expect_closed();
     let status = child.wait().expect("wait");
     assert!(status.success(), "exit status {status}");
+}
+
+/// The server's start-up log line (the one with its addresses). The rest of its log is
+/// drained on a thread, so the server never writes into a closed pipe.
+fn start_line(child: &mut std::process::Child) -> String {
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines().map(|l| l.expect("read log"));
+    let line = lines
+        .find(|l| l.contains("listening on "))
+        .expect("the server logs its addresses");
+    std::thread::spawn(move || lines.for_each(drop));
+    line
 }
 
 /// Waits for a child with a deadline, so a regression fails the test instead of hanging CI.
@@ -129,17 +133,7 @@ fn bind_applies_to_every_listener_without_a_bind_ip_of_its_own() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let line = loop {
-        let line = lines
-            .next()
-            .expect("the server logs its addresses")
-            .expect("read log");
-        if line.contains("listening on ") {
-            break line;
-        }
-    };
+    let line = start_line(&mut child);
     let addr_after = |marker: &str| -> std::net::SocketAddr {
         line.split(marker)
             .nth(1)
