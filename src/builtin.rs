@@ -1,11 +1,11 @@
-//! The five built-in actions of PROTOCOL.md §5: `randomNumber`, `cacheTest`, `sleepTest`,
+//! The five built-in actions of the protocol reference (`docs/protocol.md`, "Actions"): `randomNumber`, `cacheTest`, `sleepTest`,
 //! `status` and `showDocumentation`.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::actions::{Action, Input};
+use crate::actions::{Action, Input, scalar_as_text, whole_number};
 use crate::time::now_ms;
 
 /// Longest `sleepTest` accepted.
@@ -82,8 +82,18 @@ fn cache_test() -> Action {
         Ok(())
     })
     .description("I will test the internal cache functions of the API")
-    .input(Input::new("key").required().validator(at_least_three))
-    .input(Input::new("value").required().validator(at_least_three))
+    .input(
+        Input::new("key")
+            .required()
+            .formatter(|v| Ok(scalar_as_text(v)))
+            .validator(at_least_three),
+    )
+    .input(
+        Input::new("value")
+            .required()
+            .formatter(|v| Ok(scalar_as_text(v)))
+            .validator(at_least_three),
+    )
     .output_example(json!({"cacheTestResults": {"saveResp": true, "sizeResp": 1,
         "loadResp": {"key": "cacheTest_key", "value": "value", "expireTimestamp": 1420953274716u64,
         "createdAt": 1420953269716u64, "lastReadAt": 1420953269716u64}, "deleteResp": true}}))
@@ -111,7 +121,7 @@ fn sleep_test() -> Action {
             .default_value(json!(1000))
             .formatter(|v| {
                 let n = match &v {
-                    Value::Number(n) => n.as_u64(),
+                    Value::Number(_) => whole_number(&v),
                     Value::String(s) => s.trim().parse::<u64>().ok(),
                     _ => None,
                 };

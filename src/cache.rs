@@ -17,6 +17,8 @@ pub struct Entry {
     /// Milliseconds since the epoch when the entry expires (`None`: never).
     pub expire_timestamp: Option<u64>,
     pub created_at: u64,
+    /// When the entry was read before this read (`None` on its first read), as
+    /// actionhero's cache reports it.
     pub last_read_at: Option<u64>,
 }
 
@@ -87,7 +89,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Loads an entry and stamps its read time; expired entries are removed and not found.
+    /// Loads an entry and stamps its read time; the entry returned carries the time of the
+    /// read before (`None` the first time). Expired entries are removed and not found.
     pub fn load(&self, key: &str, now_ms: u64) -> Option<Entry> {
         let mut map = self.lock();
         match map.get_mut(key) {
@@ -96,8 +99,9 @@ impl Cache {
                 None
             }
             Some(e) => {
+                let before = e.clone();
                 e.last_read_at = Some(now_ms);
-                Some(e.clone())
+                Some(before)
             }
             None => None,
         }
@@ -131,7 +135,8 @@ mod tests {
         assert_eq!(e.value, json!("x"));
         assert_eq!(e.expire_timestamp, Some(1100));
         assert_eq!(e.created_at, 1000);
-        assert_eq!(e.last_read_at, Some(1050));
+        assert_eq!(e.last_read_at, None, "first read: no read before it");
+        assert_eq!(c.load("a", 1070).expect("present").last_read_at, Some(1050));
         assert_eq!(c.load("a", 1100), None, "expired at its timestamp");
         assert_eq!(c.size(), 0);
         c.save("b", json!(1), None, 0).expect("saved");

@@ -1,6 +1,6 @@
 //! actionwire-config: the server's typed configuration.
 //!
-//! Key names are actionhero's (`general.*`, `servers.socket.*`), defaults are PROTOCOL.md's,
+//! Key names are actionhero's (`general.*`, `servers.socket.*`), defaults are the protocol reference's (`docs/protocol.md`),
 //! and a JSON file is loaded with every unknown key, wrong type and impossible value refused
 //! with a message that names the key. Command-line overrides are applied by the binary on the
 //! loaded value, then [`Config::validate`] runs once more.

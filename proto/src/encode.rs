@@ -1,4 +1,4 @@
-//! Encoders for every server message, with the key order of PROTOCOL.md.
+//! Encoders for every server message, with the key order of the protocol reference (`docs/protocol.md`).
 //!
 //! Each function appends one complete message (JSON object + `\r\n`) to a caller-owned
 //! buffer, so replies can be batched into one write and broadcasts encoded once.

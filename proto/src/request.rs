@@ -1,4 +1,4 @@
-//! Request classification and verb argument parsing (PROTOCOL.md §4, §5).
+//! Request classification and verb argument parsing (the protocol reference's "Verbs" and "Actions").
 //!
 //! A line is, in this order of checks: a verb (its first space-separated word is one of the
 //! case-sensitive verb names), a JSON object request, or a bare action call whose first word

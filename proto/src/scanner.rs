@@ -1,6 +1,6 @@
 //! The delimiter scanner: turns the bytes of successive reads into protocol events.
 //!
-//! Rules (PROTOCOL.md §2):
+//! Rules (the protocol reference, "Sending requests"):
 //! - every `\r` is treated as `\n` before scanning (the delimiter is translated the same way,
 //!   so a configured `"\r\n"` matches a received `\r\n` as `\n\n`);
 //! - an empty line produces no event at all;

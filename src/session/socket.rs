@@ -141,15 +141,16 @@ impl SocketSession {
         self.uuid.to_string()
     }
 
-    /// PROTOCOL.md §3: the request's own `params.messageId`, else the sticky one, else fresh.
+    /// The protocol reference's "Counters": the request's own `params.messageId`, else the sticky one, else fresh.
     fn message_id(&self, request_params: Option<&Map<String, Value>>) -> MessageId {
+        // `null` and `""` count as not given, as in actionhero.
         if let Some(v) = request_params
             .and_then(|p| p.get("messageId"))
-            .filter(|v| !v.is_null())
+            .filter(|v| !v.is_null() && v.as_str() != Some(""))
         {
             return MessageId::Given(v.to_string().into());
         }
-        match self.param("messageId") {
+        match self.param("messageId").filter(|s| !s.is_empty()) {
             Some(sticky) => MessageId::Given(Value::from(sticky).to_string().into()),
             None => MessageId::fresh(),
         }
@@ -272,7 +273,7 @@ impl State {
         self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
     }
 
-    /// Answers one verb (PROTOCOL.md §4). Returns `Stop` when the connection is closing.
+    /// Answers one verb (the protocol reference's "Verbs"). Returns `Stop` when the connection is closing.
     fn verb(
         &mut self,
         core: &mut AppCore,
@@ -500,7 +501,7 @@ impl State {
         }
     }
 
-    /// Dispatches an action call (PROTOCOL.md §5): refusals are answered here, in the order
+    /// Dispatches an action call (the protocol reference's "Actions"): refusals are answered here, in the order
     /// the protocol gives; an accepted call goes to the worker pool.
     fn action(
         &mut self,

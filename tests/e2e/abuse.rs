@@ -1,5 +1,5 @@
 //! The abuse suite: what an open-internet client can throw at the server. Each case checks
-//! that the offender is handled (a clear error or a disconnect, as PROTOCOL.md says) and that
+//! that the offender is handled (a clear error or a disconnect, as the protocol reference says) and that
 //! a well-behaved client on the same server keeps getting correct, complete replies.
 //!
 //! Cases kept elsewhere, each with its bystander check: slow consumer in a busy room

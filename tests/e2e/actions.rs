@@ -1,4 +1,4 @@
-//! PROTOCOL.md §5: action calls, params, the order of checks, built-ins, the worker pool.
+//! The protocol reference's "Actions": action calls, params, the order of checks, built-ins, the worker pool.
 
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1 (connection), §2 (framing), §3 (counters).
+//! The protocol reference's "Connecting", "Sending requests" and "Counters".
 
 use serde_json::Value;
 

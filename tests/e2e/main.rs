@@ -1,5 +1,5 @@
 //! End-to-end tests: the real server over real TCP on 127.0.0.1, one module per area of
-//! PROTOCOL.md (sections noted in each module).
+//! the protocol reference, `docs/protocol.md` (sections noted in each module).
 
 #[macro_use]
 mod harness;
@@ -8,6 +8,7 @@ mod abuse;
 mod actions;
 mod bench;
 mod cli;
+mod differential;
 mod framing;
 mod http;
 mod load;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4 room verbs and §6 chat rooms, with two and three clients.
+//! The protocol reference's room verbs and "Chat rooms", with two and three clients.
 
 use serde_json::{Value, json};
 

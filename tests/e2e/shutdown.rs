@@ -1,4 +1,4 @@
-//! PROTOCOL.md §7: ending connections and graceful shutdown.
+//! The protocol reference's "Ending": ending connections and graceful shutdown.
 
 use std::net::TcpStream;
 

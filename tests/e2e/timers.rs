@@ -1,4 +1,4 @@
-//! PROTOCOL.md §8: keep-alive lines, idle timeout, first-line (handshake) timeout. Intervals
+//! The protocol reference's "Keep-alive and timeouts": keep-alive lines, idle timeout, first-line (handshake) timeout. Intervals
 //! are a few hundred ms; tests wait for what arrives and bound timings only from below
 //! (nothing can come early), never from above.
 
