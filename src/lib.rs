@@ -274,6 +274,8 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
             addr: addr("servers.web", w.bind_ip.as_deref(), w.port)?,
             options: ListenerOptions {
                 idle_timeout: Duration::from_millis(w.keep_alive_timeout),
+                // For HTTP, the "handshake" is each request's head and body (see session/http.rs).
+                handshake_timeout: Duration::from_millis(w.header_timeout),
                 tcp_keepalive: s.set_keep_alive,
                 ..ListenerOptions::default()
             },

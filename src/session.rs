@@ -274,8 +274,13 @@ impl Handler for App {
     fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool {
         let state = &mut self.state;
         if let Some(Session::Http(h)) = core.session(id) {
-            // HTTP: an idle keep-alive connection just closes, unless a response is pending.
-            return h.pending_actions == 0;
+            // HTTP: nothing times out while a response is being computed. Otherwise an idle
+            // keep-alive connection just closes, and an unfinished request gets a 408.
+            let busy = h.pending_actions > 0;
+            if timeout == Timeout::Handshake && !busy {
+                state.http_request_timeout(core, id);
+            }
+            return !busy;
         }
         match timeout {
             Timeout::KeepAlive => {

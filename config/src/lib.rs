@@ -166,6 +166,9 @@ pub struct Web {
     pub max_body_bytes: usize,
     /// Idle keep-alive connections are closed after this long, ms (0 = never).
     pub keep_alive_timeout: u64,
+    /// A request (head and body) must arrive completely within this long of its first byte
+    /// (of the connection, for the first request), ms; else 408 and close (0 = no limit).
+    pub header_timeout: u64,
 }
 
 impl Default for Web {
@@ -177,6 +180,7 @@ impl Default for Web {
             max_header_bytes: 8192,
             max_body_bytes: 1 << 20,
             keep_alive_timeout: 5000,
+            header_timeout: 10_000,
         }
     }
 }

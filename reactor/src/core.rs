@@ -219,6 +219,22 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// The handshake timeout applies again, counted from now: the peer owes a complete unit
+    /// (e.g. a new HTTP request that has begun) within the listener's `handshake_timeout`.
+    /// [`Core::handshake_done`] ends it again.
+    pub fn restart_handshake(&mut self, id: ConnId) {
+        let tick = self.timers.tick32();
+        let Some(conn) = self.ep_mut(id).filter(|c| c.phase == Phase::Open) else {
+            return;
+        };
+        if conn.handshaking {
+            return; // already running: its deadline counts from the earlier start
+        }
+        conn.handshaking = true;
+        conn.opened = tick;
+        self.schedule(id);
+    }
+
     /// Counts as activity on `id` now (idle and keep-alive timers restart from here), for
     /// protocols where the server's answer, not only the client's bytes, ends a wait.
     pub fn touch(&mut self, id: ConnId) {

@@ -160,6 +160,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         411 => "Length Required",
+        408 => "Request Timeout",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
@@ -258,7 +259,8 @@ impl State {
         while conn.waiting.is_none() && core.is_open(id) && !conn.input.is_empty() {
             let refuse = |status, text| Answer::error(status, text, false);
             let (head, head_len) = match parse(&conn.input, web.max_header_bytes) {
-                Parsed::Partial => return,
+                // A request has begun: it must be complete within `headerTimeout`.
+                Parsed::Partial => return core.restart_handshake(id),
                 Parsed::Refuse(status, text) => {
                     conn.input = Vec::new();
                     return self.http_send(core, id, refuse(status, text));
@@ -276,6 +278,7 @@ impl State {
             }
             let total = head_len + head.content_length;
             if conn.input.len() < total {
+                core.restart_handshake(id);
                 if head.expect_continue && !conn.continue_sent {
                     conn.continue_sent = true;
                     core.send(id, b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -284,6 +287,7 @@ impl State {
             }
             let body: Vec<u8> = conn.input[head_len..total].to_vec();
             conn.input.drain(..total);
+            core.handshake_done(id); // the request is complete
             conn.continue_sent = false;
             if conn.input.is_empty() {
                 conn.input = Vec::new(); // idle connections hold no buffers
@@ -420,6 +424,26 @@ impl State {
 
     /// Queues one response; without keep-alive, the connection closes after it.
     fn http_send(&mut self, core: &mut AppCore, id: ConnId, a: Answer<'_>) {
+        let close = !a.keep_alive;
+        self.http_write(core, id, a);
+        if close {
+            core.close(id, CloseReason::Quit);
+        }
+    }
+
+    /// A request did not arrive completely within `headerTimeout`: answer 408 if any of it
+    /// came (a connection that never sent a byte is closed without a word, as web servers
+    /// do). The caller closes the connection.
+    pub(super) fn http_request_timeout(&mut self, core: &mut AppCore, id: ConnId) {
+        let started = http_mut(core, id).is_some_and(|h| !h.conn.input.is_empty());
+        if started {
+            let answer = Answer::error(408, "the request did not arrive in time", false);
+            self.http_write(core, id, answer);
+        }
+    }
+
+    /// Queues one response and counts it.
+    fn http_write(&mut self, core: &mut AppCore, id: ConnId, a: Answer<'_>) {
         let mut head = String::with_capacity(160);
         let _ = write!(
             head,
@@ -440,9 +464,6 @@ impl State {
         }
         core.send_owned(id, out);
         *self.metrics.http_requests.entry(a.status).or_default() += 1;
-        if !a.keep_alive {
-            core.close(id, CloseReason::Quit);
-        }
     }
 }
 

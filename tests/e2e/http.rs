@@ -438,3 +438,95 @@ fn metrics_move_when_what_they_count_happens() {
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
 }
+
+#[test]
+fn a_request_trickling_in_gets_408_after_the_header_timeout_whatever_keep_alive_says() {
+    for keep_alive in [1000, 0] {
+        let (srv, web) = web_server(|c| {
+            c.servers.web.header_timeout = 500;
+            c.servers.web.keep_alive_timeout = keep_alive;
+        });
+        let started = std::time::Instant::now();
+        let (mut s, mut r) = raw(web);
+        let mut writer = s.try_clone().expect("clone");
+        // Slowloris: one byte every 100 ms, never finishing the head, for at most 6 s.
+        let trickle = std::thread::spawn(move || {
+            for b in b"GET /status HTTP/1.1\r\nX-Slow: ".iter().cycle().take(60) {
+                if writer.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let resp = read_response(&mut r);
+        assert_eq!(resp.status, 408, "keepAliveTimeout {keep_alive}");
+        assert_eq!(resp.headers["connection"], "close");
+        assert_eof(&mut r);
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_millis(500), "{took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "not cut off: {took:?}"
+        );
+        trickle.join().expect("writer");
+        s.flush().ok();
+        let metrics = agent()
+            .get(&format!("http://{web}/metrics"))
+            .call()
+            .expect("metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("body");
+        assert_eq!(
+            metric(&metrics, "actionwire_http_requests_total{code=\"408\"}"),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &metrics,
+                "actionwire_connections_closed_total{reason=\"handshake_timeout\"}"
+            ),
+            1.0
+        );
+        drop(srv);
+    }
+}
+
+#[test]
+fn a_connection_that_never_sends_a_request_is_closed_without_an_answer() {
+    let (_srv, web) = web_server(|c| c.servers.web.header_timeout = 300);
+    let (_s, mut r) = raw(web);
+    assert_eof(&mut r);
+}
+
+#[test]
+fn a_slow_action_outlives_the_keep_alive_and_header_timeouts() {
+    let (_srv, web) = web_server(|c| {
+        c.servers.web.keep_alive_timeout = 200;
+        c.servers.web.header_timeout = 200;
+    });
+    let (mut s, mut r) = raw(web);
+    s.write_all(b"GET /api/sleepTest?sleepDuration=800 HTTP/1.1\r\n\r\n")
+        .expect("write");
+    let resp = read_response(&mut r);
+    assert_eq!(resp.status, 200);
+    let body: Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(body["sleepDuration"], 800);
+    // Then the keep-alive timeout applies again.
+    assert_eof(&mut r);
+}
+
+#[test]
+fn the_header_timeout_does_not_apply_between_requests() {
+    let (_srv, web) = web_server(|c| {
+        c.servers.web.keep_alive_timeout = 5000;
+        c.servers.web.header_timeout = 300;
+    });
+    let (mut s, mut r) = raw(web);
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").expect("write");
+    assert_eq!(read_response(&mut r).status, 200);
+    // Idle between requests for longer than the header timeout: a scenario, not a wait.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").expect("write");
+    assert_eq!(read_response(&mut r).status, 200);
+}
