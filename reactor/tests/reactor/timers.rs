@@ -108,3 +108,32 @@ fn the_handshake_timeout_closes_a_peer_that_never_completes_a_line() {
     drop(ok);
     assert_eq!(h.closed(ok_id).0, CloseReason::Quit);
 }
+
+#[test]
+fn a_restarted_handshake_times_out_from_its_restart() {
+    let opts = ListenerOptions {
+        handshake_timeout: Duration::from_millis(400),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "first");
+    assert_eq!(read_n(&mut c, 6), b"first\n");
+    // Done, then owed again: the deadline counts from the restart, not from the accept.
+    let restarted = Instant::now();
+    say(&mut c, "!again");
+    assert_eq!(read_n(&mut c, 6), b"again\n");
+    let (t, at) = h.wait(|r| match r {
+        Report::Timeout(i, t, at) if i == id => Some((t, at)),
+        _ => None,
+    });
+    assert_eq!(t, Timeout::Handshake);
+    assert!(
+        at - restarted >= Duration::from_millis(400),
+        "{:?}",
+        at - restarted
+    );
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::HandshakeTimeout);
+}

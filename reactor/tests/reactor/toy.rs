@@ -2,7 +2,7 @@
 //!
 //! The loop runs on its own thread with two listeners (plain and TLS) of the same options.
 //! Accepted endpoints speak a tiny line protocol: a line starting with `!` is a command
-//! (`!big N`, `!quit`, `!job`), any other line is echoed back. Outbound endpoints report what
+//! (`!big N`, `!quit`, `!job`, `!again`), any other line is echoed back. Outbound endpoints report what
 //! they receive. Tests steer the loop with server-level events ([`Ev`]) and learn what
 //! happened from [`Report`]s, which the loop thread sends in the order things happened.
 
@@ -98,14 +98,21 @@ impl Toy {
     }
 
     fn line(&mut self, core: &mut Core<Self>, id: ConnId, line: &[u8]) {
-        core.handshake_done(id);
         let text = String::from_utf8_lossy(line);
+        if text != "!again" {
+            core.handshake_done(id);
+        }
         if let Some(n) = text.strip_prefix("!big ") {
             let n: usize = n.trim().parse().unwrap_or(0);
             core.send_owned(id, vec![b'x'; n]);
         } else if text == "!quit" {
             core.send(id, b"bye\n");
             core.close(id, CloseReason::Quit);
+        } else if text == "!again" {
+            // The peer owes another complete unit within the handshake timeout.
+            core.restart_handshake(id);
+            core.send(id, b"again\n");
+            return;
         } else if text == "!job" {
             let gate = Arc::clone(&self.gate);
             core.spawn(id, move || {
