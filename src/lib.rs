@@ -354,7 +354,7 @@ impl Server {
             "actionwire {} listening on {} ({}{}; workers {}; maxConnections {}; \
              delimiter {:?}; maxLineBytes {}; maxDataLength {}; simultaneousActions {}; \
              keepAliveInterval {} ms; idleTimeout {} ms; handshakeTimeout {} ms; \
-             rooms [{}]; public [{}])",
+             setKeepAlive {}; rooms [{}]; public [{}])",
             env!("CARGO_PKG_VERSION"),
             self.local_addr,
             if s.secure { "TLS" } else { "plain TCP" },
@@ -374,6 +374,7 @@ impl Server {
             s.keep_alive_interval,
             s.idle_timeout,
             s.handshake_timeout,
+            s.set_keep_alive,
             rooms.join(", "),
             public.join(", "),
         )

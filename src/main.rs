@@ -73,8 +73,18 @@ struct ServeArgs {
     handshake_timeout: Option<u64>,
 
     /// Turn on TCP keepalive (SO_KEEPALIVE) on accepted sockets (servers.socket.setKeepAlive).
-    #[arg(long, env = "ACTIONWIRE_SET_KEEP_ALIVE")]
-    set_keep_alive: bool,
+    /// `--set-keep-alive=false` (or the variable set to 0/false/no/off) turns it off over a
+    /// configuration file; the variable also takes 1/true/yes/on.
+    #[arg(
+        long,
+        env = "ACTIONWIRE_SET_KEEP_ALIVE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    set_keep_alive: Option<bool>,
 
     /// PEM certificate chain for TLS. With --tls-key and no --tls-port, the main listener
     /// speaks TLS (servers.socket.secure + serverOptions.cert).
@@ -184,8 +194,8 @@ fn serve(cli: ServeArgs) -> ExitCode {
     if let Some(ms) = cli.handshake_timeout {
         socket.handshake_timeout = ms;
     }
-    if cli.set_keep_alive {
-        socket.set_keep_alive = true;
+    if let Some(on) = cli.set_keep_alive {
+        socket.set_keep_alive = on;
     }
     if let Some(port) = cli.web_port {
         config.servers.web.enabled = true;
@@ -216,10 +226,11 @@ fn serve(cli: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
-    log::info!("{}", server.describe());
+    // Handlers first: a supervisor may signal as soon as it reads the start line.
     if let Err(e) = install_signal_handlers(server.shutdown_handle()) {
         log::warn!("cannot install signal handlers ({e}); stop the server with SIGKILL");
     }
+    log::info!("{}", server.describe());
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("event loop failed: {e}")),

@@ -79,7 +79,8 @@ fn sigterm_says_bye_and_exits_cleanly() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
     c.expect_closed();
-    let status = child.wait().expect("wait");
+    drop(c); // our FIN ends the server's linger
+    let status = wait_with_deadline(&mut child);
     assert!(status.success(), "exit status {status}");
 }
 
@@ -153,4 +154,156 @@ fn bind_applies_to_every_listener_without_a_bind_ip_of_its_own() {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert!(wait_with_deadline(&mut child).success());
+}
+
+/// Runs the binary with `args`, `env` (and no inherited ACTIONWIRE_* variables), returns its
+/// start-up line, then stops it with SIGTERM and checks it exits cleanly.
+fn start_line_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ACTIONWIRE_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .args(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let line = start_line(&mut child);
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(wait_with_deadline(&mut child).success(), "{args:?} {env:?}");
+    line
+}
+
+#[test]
+fn every_environment_variable_reaches_its_setting() {
+    let pki = pki();
+    let cert = pki.server_cert.to_str().expect("utf8 path");
+    let key = pki.server_key.to_str().expect("utf8 path");
+    let dir = std::env::temp_dir().join(format!("aw-env-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("c.json");
+    std::fs::write(&file, r#"{"general":{"simultaneousActions":7}}"#).expect("write");
+    let file = file.to_str().expect("utf8 path");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("ACTIONWIRE_CONFIG", file)], "simultaneousActions 7;"),
+        (&[("ACTIONWIRE_WORKERS", "3")], "workers 3;"),
+        (
+            &[("ACTIONWIRE_KEEP_ALIVE_INTERVAL", "1234")],
+            "keepAliveInterval 1234 ms",
+        ),
+        (
+            &[("ACTIONWIRE_IDLE_TIMEOUT", "2345")],
+            "idleTimeout 2345 ms",
+        ),
+        (
+            &[("ACTIONWIRE_HANDSHAKE_TIMEOUT", "3456")],
+            "handshakeTimeout 3456 ms",
+        ),
+        (&[("ACTIONWIRE_SET_KEEP_ALIVE", "1")], "setKeepAlive true;"),
+        (
+            &[("ACTIONWIRE_SET_KEEP_ALIVE", "yes")],
+            "setKeepAlive true;",
+        ),
+        (
+            &[("ACTIONWIRE_SET_KEEP_ALIVE", "off")],
+            "setKeepAlive false;",
+        ),
+        (&[("ACTIONWIRE_WEB_PORT", "0")], ", and HTTP on 127.0.0.1:"),
+        (
+            &[
+                ("ACTIONWIRE_TLS_CERT", cert),
+                ("ACTIONWIRE_TLS_KEY", key),
+                ("ACTIONWIRE_TLS_PORT", "0"),
+            ],
+            ", and TLS on 127.0.0.1:",
+        ),
+        (
+            &[("ACTIONWIRE_TLS_CERT", cert), ("ACTIONWIRE_TLS_KEY", key)],
+            "(TLS",
+        ),
+    ];
+    for (env, expect) in cases {
+        let line = start_line_with(&[], env);
+        assert!(line.contains(expect), "{env:?}: {expect:?} not in {line}");
+    }
+    // Port, bind and log level: the flags above are set on every run, so check them apart.
+    let mut cmd = Command::new(BIN);
+    let mut child = cmd
+        .envs([
+            ("ACTIONWIRE_PORT", "0"),
+            ("ACTIONWIRE_BIND", "127.0.0.2"),
+            ("ACTIONWIRE_LOG_LEVEL", "info"),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let line = start_line(&mut child);
+    assert!(line.contains("listening on 127.0.0.2:"), "{line}");
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(wait_with_deadline(&mut child).success());
+    // A value that is no boolean is refused with exit code 2, naming the variable's flag.
+    let out = Command::new(BIN)
+        .env("ACTIONWIRE_SET_KEEP_ALIVE", "maybe")
+        .args(["--port", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--set-keep-alive"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_flag_wins_over_the_environment_which_wins_over_the_file() {
+    let dir = std::env::temp_dir().join(format!("aw-prec-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("c.json");
+    std::fs::write(
+        &file,
+        r#"{"servers":{"socket":{"keepAliveInterval":111,"setKeepAlive":true}}}"#,
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf8 path");
+    let env = [
+        ("ACTIONWIRE_KEEP_ALIVE_INTERVAL", "222"),
+        ("ACTIONWIRE_SET_KEEP_ALIVE", "false"),
+    ];
+    let only_file = start_line_with(&["--config", file], &[]);
+    assert!(
+        only_file.contains("keepAliveInterval 111 ms"),
+        "{only_file}"
+    );
+    assert!(only_file.contains("setKeepAlive true;"), "{only_file}");
+    let file_and_env = start_line_with(&["--config", file], &env);
+    assert!(
+        file_and_env.contains("keepAliveInterval 222 ms"),
+        "{file_and_env}"
+    );
+    assert!(
+        file_and_env.contains("setKeepAlive false;"),
+        "{file_and_env}"
+    );
+    let all_three = start_line_with(
+        &[
+            "--config",
+            file,
+            "--keep-alive-interval",
+            "333",
+            "--set-keep-alive",
+        ],
+        &env,
+    );
+    assert!(
+        all_three.contains("keepAliveInterval 333 ms"),
+        "{all_three}"
+    );
+    assert!(all_three.contains("setKeepAlive true;"), "{all_three}");
+    std::fs::remove_dir_all(&dir).ok();
 }
