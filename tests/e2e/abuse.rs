@@ -270,7 +270,7 @@ fn sigterm_delivers_every_computed_reply_then_bye() {
     assert_eq!(busy.line(), r#"{"status":"Bye!","context":"api"}"#);
     busy.expect_closed();
     let mut child = srv;
-    let status = child.child.wait().expect("exit");
+    let status = wait_bounded(&mut child.child);
     assert!(status.success(), "{status}");
 }
 
@@ -297,14 +297,7 @@ fn file_on_a_fifo_is_refused_without_blocking() {
 
 #[test]
 fn tls_renegotiation_is_refused() {
-    if std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: the `openssl` command is not installed");
-        return;
-    }
+    require_tool("openssl");
     let srv = TestServer::over(Transport::Tls);
     let mut good = srv.client();
     let mut child = std::process::Command::new("openssl")
@@ -328,14 +321,19 @@ fn tls_renegotiation_is_refused() {
             "openssl ended before the welcome"
         );
     }
-    stdin.write_all(b"R\n").expect("renegotiate");
+    // Ask to renegotiate, then send a request: had the renegotiation been accepted, the
+    // request would be answered over the renegotiated session.
+    stdin.write_all(b"R\nrandomNumber\n").expect("renegotiate");
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest); // the connection ends
+    let _ = child.kill();
     let _ = child.wait();
     assert!(
-        !rest.contains("messageCount"),
-        "nothing was served after it: {rest}"
+        !rest.contains("randomNumber"),
+        "served after a renegotiation: {rest}"
     );
+    // The server refused it and counted the failed TLS connection.
+    wait_until("the refusal counted", || srv.api.tls_failures() == 1);
     bystander_check(&mut good, 10);
     assert!(srv.api.tls_failures() >= 1);
 }

@@ -33,7 +33,10 @@ fn run(srv_addr: std::net::SocketAddr, extra: &[&str]) -> Summary {
 
 #[test]
 fn closed_loop_counts_replies_and_latencies() {
-    let srv = TestServer::start();
+    let srv = TestServer::with(|c| {
+        c.servers.web.enabled = true;
+        c.servers.web.port = 0;
+    });
     let s = run(
         srv.addr,
         &["--connections", "4", "--expect", r#"{"status":"OK""#],
@@ -44,9 +47,23 @@ fn closed_loop_counts_replies_and_latencies() {
     assert_eq!(s.connect_errors, 0);
     let l = s.latency_us.expect("latencies");
     assert!(l.p50 <= l.p99 && l.p99 <= l.max && l.p50 >= 1);
-    // Every reply went through the server: it counted at least as many lines.
-    let status = srv.client().request("status");
-    assert!(status["connections"].as_u64().is_some());
+    // Every reply went through the server: it counted at least as many lines (a request
+    // still in flight when the run ended was counted by the server, not by the bench).
+    let web = srv.web_addr.expect("web listener");
+    let mut metrics = String::new();
+    let mut conn = std::net::TcpStream::connect(web).expect("connect");
+    std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+    std::io::Read::read_to_string(&mut conn, &mut metrics).expect("read");
+    let lines: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("actionwire_lines_received_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("lines metric");
+    assert!(
+        lines >= s.requests && lines <= s.requests + 4,
+        "server lines {lines}, bench replies {}",
+        s.requests
+    );
 }
 
 #[test]
@@ -132,19 +149,22 @@ fn requests_over_tls() {
 #[test]
 fn the_cli_prints_json() {
     let srv = TestServer::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_actionwire"))
-        .args(["bench", "--json", "--warmup", "0s", "--duration", "300ms"])
-        .args(["--connections", "2", "--target"])
-        .arg(srv.addr.to_string())
-        .output()
-        .expect("run");
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_actionwire"))
+            .args(["bench", "--json", "--warmup", "0s", "--duration", "300ms"])
+            .args(["--connections", "2", "--target"])
+            .arg(srv.addr.to_string()),
+    );
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
     assert!(v["requests"].as_u64().expect("requests") > 0);
     assert!(v["latency_us"]["p99"].is_u64());
-    let bad = Command::new(env!("CARGO_BIN_EXE_actionwire"))
-        .args(["bench", "--target", "127.0.0.1:1", "--duration", "100ms"])
-        .output()
-        .expect("run");
+    let bad = run_bounded(Command::new(env!("CARGO_BIN_EXE_actionwire")).args([
+        "bench",
+        "--target",
+        "127.0.0.1:1",
+        "--duration",
+        "100ms",
+    ]));
     assert!(!bad.status.success(), "an unreachable target is an error");
 }

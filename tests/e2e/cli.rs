@@ -9,11 +9,49 @@ const BIN: &str = env!("CARGO_BIN_EXE_actionwire");
 
 #[test]
 fn help_explains_every_flag() {
-    let out = Command::new(BIN).arg("--help").output().expect("run");
+    let out = run_bounded(Command::new(BIN).arg("--help"));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--config", "--port", "--bind", "--workers", "--log-level"] {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let flags = [
+        ("--config", "ACTIONWIRE_CONFIG"),
+        ("--port", "ACTIONWIRE_PORT"),
+        ("--bind", "ACTIONWIRE_BIND"),
+        ("--workers", "ACTIONWIRE_WORKERS"),
+        ("--keep-alive-interval", "ACTIONWIRE_KEEP_ALIVE_INTERVAL"),
+        ("--idle-timeout", "ACTIONWIRE_IDLE_TIMEOUT"),
+        ("--handshake-timeout", "ACTIONWIRE_HANDSHAKE_TIMEOUT"),
+        ("--set-keep-alive", "ACTIONWIRE_SET_KEEP_ALIVE"),
+        ("--tls-cert", "ACTIONWIRE_TLS_CERT"),
+        ("--tls-key", "ACTIONWIRE_TLS_KEY"),
+        ("--tls-port", "ACTIONWIRE_TLS_PORT"),
+        ("--web-port", "ACTIONWIRE_WEB_PORT"),
+        ("--log-level", "ACTIONWIRE_LOG_LEVEL"),
+    ];
+    for (flag, var) in flags {
         assert!(text.contains(flag), "--help mentions {flag}:\n{text}");
+        assert!(text.contains(&format!("env: {var}")), "--help names {var}");
+        assert!(
+            readme.contains(&format!("`{flag}")) && readme.contains(&format!("`{var}`")),
+            "the README's flag table lists {flag} and {var}"
+        );
+    }
+    // And nothing undocumented: every flag --help lists is one of these (or --help/--version).
+    // Option lines start with the flag (`--port <PORT>`, `-h, --help`).
+    let listed = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .find(|w| w.starts_with("--"))
+        });
+    for flag in listed {
+        assert!(
+            flags.iter().any(|(f, _)| *f == flag) || ["--help", "--version"].contains(&flag),
+            "{flag} is in --help but not checked here (nor, probably, in the README)"
+        );
     }
 }
 
@@ -39,19 +77,12 @@ fn bad_configuration_is_refused_with_the_key_named() {
     for (json, expect) in cases {
         let path = dir.join("c.json");
         std::fs::write(&path, json).expect("write");
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("run");
+        let out = run_bounded(Command::new(BIN).arg("--config").arg(&path));
         assert_eq!(out.status.code(), Some(2), "{json}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{json}: {err}");
     }
-    let out = Command::new(BIN)
-        .args(["--port", "70000"])
-        .output()
-        .expect("run");
+    let out = run_bounded(Command::new(BIN).args(["--port", "70000"]));
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -80,7 +111,7 @@ fn sigterm_says_bye_and_exits_cleanly() {
     assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
     c.expect_closed();
     drop(c); // our FIN ends the server's linger
-    let status = wait_with_deadline(&mut child);
+    let status = wait_bounded(&mut child);
     assert!(status.success(), "exit status {status}");
 }
 
@@ -94,21 +125,6 @@ fn start_line(child: &mut std::process::Child) -> String {
         .expect("the server logs its addresses");
     std::thread::spawn(move || lines.for_each(drop));
     line
-}
-
-/// Waits for a child with a deadline, so a regression fails the test instead of hanging CI.
-fn wait_with_deadline(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -153,7 +169,7 @@ fn bind_applies_to_every_listener_without_a_bind_ip_of_its_own() {
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(wait_with_deadline(&mut child).success());
+    assert!(wait_bounded(&mut child).success());
 }
 
 /// Runs the binary with `args`, `env` (and no inherited ACTIONWIRE_* variables), returns its
@@ -175,7 +191,7 @@ fn start_line_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(wait_with_deadline(&mut child).success(), "{args:?} {env:?}");
+    assert!(wait_bounded(&mut child).success(), "{args:?} {env:?}");
     line
 }
 
@@ -248,13 +264,13 @@ fn every_environment_variable_reaches_its_setting() {
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(wait_with_deadline(&mut child).success());
+    assert!(wait_bounded(&mut child).success());
     // A value that is no boolean is refused with exit code 2, naming the variable's flag.
-    let out = Command::new(BIN)
-        .env("ACTIONWIRE_SET_KEEP_ALIVE", "maybe")
-        .args(["--port", "0"])
-        .output()
-        .expect("run");
+    let out = run_bounded(
+        Command::new(BIN)
+            .env("ACTIONWIRE_SET_KEEP_ALIVE", "maybe")
+            .args(["--port", "0"]),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--set-keep-alive"));
     std::fs::remove_dir_all(&dir).ok();

@@ -490,3 +490,85 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// Panics with a clear message when a tool a test drives is missing (`scripts/test`, the
+/// README's test command, installs it): a test never skips silently.
+pub fn require_tool(name: &str) {
+    if std::process::Command::new(name)
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        panic!(
+            "the `{name}` command is needed by this test: run the tests with scripts/test, which installs it"
+        );
+    }
+}
+
+/// Waits until `cond` holds, checking every 10 ms, at most `GUARD`: for effects another
+/// thread makes visible only through a counter.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + GUARD;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {GUARD:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Waits for a child with a deadline (`GUARD`), so a regression fails the test instead of
+/// hanging CI: the child is killed and the test panics.
+pub fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child process did not exit within {GUARD:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `Command::output`, bounded by `GUARD` (see [`wait_bounded`]).
+pub fn run_bounded(cmd: &mut std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = wait_bounded(&mut child);
+    std::process::Output {
+        status,
+        stdout: out.join().expect("stdout"),
+        stderr: err.join().expect("stderr"),
+    }
+}
