@@ -15,12 +15,11 @@ use std::fmt::Write as _;
 use actionwire_reactor::{CloseReason, ConnId};
 use serde_json::{Map, Value};
 
+use actionwire_proto::http::{Head, Parsed, parse, reason};
+
 use super::{AppCore, Session, State};
 use crate::actions::{ConnectionInfo, Job, ReplyFormat};
 use crate::metrics::Gauges;
-
-/// Headers parsed per request at most (431 beyond).
-const MAX_HEADERS: usize = 64;
 
 /// Limits of the web listener.
 #[derive(Debug, Clone, Copy)]
@@ -68,106 +67,6 @@ struct HttpConn {
     waiting: Option<bool>,
     /// `100 Continue` was sent for the request whose body is awaited.
     continue_sent: bool,
-}
-
-/// The parts of a request head the routes need, owned (the input buffer moves on).
-struct Head {
-    method: String,
-    path: String,
-    keep_alive: bool,
-    content_length: usize,
-    content_type: String,
-    expect_continue: bool,
-    chunked: bool,
-}
-
-/// What parsing the buffer gave.
-enum Parsed {
-    /// More bytes are needed.
-    Partial,
-    /// A complete head of `len` bytes.
-    Head(Head, usize),
-    /// Refused: answer with this status and close.
-    Refuse(u16, &'static str),
-}
-
-fn parse(input: &[u8], max_header: usize) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(input) {
-        Ok(httparse::Status::Partial) if input.len() > max_header => {
-            return Parsed::Refuse(431, "request headers too large");
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Ok(httparse::Status::Complete(len)) if len > max_header => {
-            return Parsed::Refuse(431, "request headers too large");
-        }
-        Ok(httparse::Status::Complete(len)) => len,
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Refuse(431, "too many request headers");
-        }
-        Err(_) => return Parsed::Refuse(400, "malformed request"),
-    };
-    let http11 = req.version == Some(1);
-    let mut head = Head {
-        method: req.method.unwrap_or("").to_owned(),
-        path: req.path.unwrap_or("").to_owned(),
-        keep_alive: http11,
-        content_length: 0,
-        content_type: String::new(),
-        expect_continue: false,
-        chunked: false,
-    };
-    let mut lengths = Vec::new();
-    for h in req.headers.iter() {
-        let value = String::from_utf8_lossy(h.value);
-        let value = value.trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match value.parse::<usize>() {
-                Ok(n) => lengths.push(n),
-                Err(_) => return Parsed::Refuse(400, "invalid Content-Length"),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = true;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    head.keep_alive = false;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
-                    head.keep_alive = true;
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("content-type") {
-            head.content_type = value.to_ascii_lowercase();
-        } else if h.name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
-        }
-    }
-    lengths.dedup();
-    match lengths.as_slice() {
-        [] => {}
-        [n] => head.content_length = *n,
-        _ => return Parsed::Refuse(400, "conflicting Content-Length headers"),
-    }
-    Parsed::Head(head, len)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        422 => "Unprocessable Content",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
 }
 
 /// One response to queue.
@@ -464,67 +363,5 @@ impl State {
         }
         core.send_owned(id, out);
         *self.metrics.http_requests.entry(a.status).or_default() += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(raw: &str) -> Head {
-        match parse(raw.as_bytes(), 8192) {
-            Parsed::Head(h, len) => {
-                assert_eq!(len, raw.find("\r\n\r\n").expect("end") + 4);
-                h
-            }
-            Parsed::Partial => panic!("partial"),
-            Parsed::Refuse(s, t) => panic!("refused {s} {t}"),
-        }
-    }
-
-    #[test]
-    fn heads_and_keep_alive_rules() {
-        let h = head("GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(h.keep_alive && h.method == "GET" && h.path == "/status");
-        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
-        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        let h = head(
-            "POST /api/x HTTP/1.1\r\nContent-Length: 12\r\nContent-Type: Application/JSON\r\nExpect: 100-continue\r\n\r\n",
-        );
-        assert_eq!(h.content_length, 12);
-        assert_eq!(h.content_type, "application/json");
-        assert!(h.expect_continue);
-        assert!(head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").chunked);
-    }
-
-    #[test]
-    fn refusals() {
-        let refuse = |raw: &[u8], max| match parse(raw, max) {
-            Parsed::Refuse(s, _) => s,
-            _ => 0,
-        };
-        assert_eq!(
-            refuse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 8192),
-            400
-        );
-        assert_eq!(
-            refuse(
-                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                8192
-            ),
-            400
-        );
-        assert_eq!(refuse(b"\x01\x02 nonsense\r\n\r\n", 8192), 400);
-        assert_eq!(refuse(&[b'a'; 300], 256), 431);
-        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
-        assert_eq!(
-            refuse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), 8192),
-            431
-        );
-        assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost:", 8192),
-            Parsed::Partial
-        ));
     }
 }
