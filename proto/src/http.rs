@@ -175,4 +175,41 @@ mod tests {
             Parsed::Partial
         ));
     }
+
+    #[test]
+    fn the_header_limit_is_inclusive() {
+        let raw = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+        let n = raw.len();
+        assert!(matches!(parse(raw, n), Parsed::Head(_, len) if len == n));
+        assert!(matches!(parse(raw, n - 1), Parsed::Refuse(431, _)));
+        // An unfinished head may fill the limit, not pass it.
+        let partial = &raw[..n - 2];
+        assert_eq!(parse(partial, partial.len()), Parsed::Partial);
+        assert!(matches!(
+            parse(partial, partial.len() - 1),
+            Parsed::Refuse(431, _)
+        ));
+    }
+
+    #[test]
+    fn reason_phrases_of_every_status_sent() {
+        let phrases = [
+            (100, "Continue"),
+            (200, "OK"),
+            (400, "Bad Request"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (408, "Request Timeout"),
+            (411, "Length Required"),
+            (413, "Content Too Large"),
+            (422, "Unprocessable Content"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (503, "Service Unavailable"),
+        ];
+        for (status, phrase) in phrases {
+            assert_eq!(reason(status), phrase, "{status}");
+        }
+        assert_eq!(reason(299), "");
+    }
 }

@@ -284,6 +284,13 @@ mod tests {
         assert_eq!(json_depth(r#"{"a":"\"[[["}"#, 10), 1);
         // Counting stops past the limit.
         assert_eq!(json_depth(&"[".repeat(1000), 5), 6);
+        // Closing brackets count: siblings are not nested.
+        assert_eq!(json_depth("[[],[],[],{}]", 10), 2);
+        assert_eq!(json_depth(r#"{"a":{},"b":{},"c":{"d":[]}}"#, 10), 3);
+        // Exactly at the limit is allowed; one more is refused.
+        let two = r#"{"action":"x","params":{"a":1}}"#;
+        assert!(matches!(classify(two, 2), Request::Json { .. }));
+        assert_eq!(classify(two, 1), Request::TooDeep { limit: 1 });
         // Not an object: a bare call, whatever its brackets.
         assert_eq!(
             classify(&"[".repeat(200), 64),

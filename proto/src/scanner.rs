@@ -203,10 +203,12 @@ impl Scanner {
             }
             State::Skipping => self.keep_tail(rest, d - 1),
         }
-        if self.pending.is_empty() && self.pending.capacity() > 0 {
-            // Idle connections hold no buffers.
-            self.pending = Vec::new();
-        }
+        // Idle connections hold no buffers: every path that empties `pending` (reset) also
+        // releases it, and a skipped line keeps only its last d-1 bytes.
+        debug_assert!(
+            !self.pending.is_empty() || self.pending.capacity() == 0,
+            "an empty scanner holds no allocation"
+        );
         Flow::Continue
     }
 
@@ -300,6 +302,35 @@ mod tests {
 
     fn line(s: &str) -> Ev {
         Ev::Line(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_delimiter_is_matched_after_cr_translation() {
+        assert_eq!(cfg("\r\n", 0, 64).delimiter(), b"\n\n");
+        assert_eq!(cfg("<END>", 0, 64).delimiter(), b"<END>");
+    }
+
+    #[test]
+    fn an_over_long_line_keeps_only_a_possible_delimiter_start() {
+        // While skipping an over-long line, at most d-1 bytes are held (a delimiter may be
+        // split across reads), never the line.
+        let c = cfg("<END>", 0, 16);
+        let (ev, s) = scan_chunks(&c, &[&[b'x'; 100], &[b'y'; 100]]);
+        assert_eq!(ev, vec![Ev::TooLong(LineLength::AtLeast(16))]);
+        assert_eq!(s.buffered(), 4);
+        let c = cfg("\n", 0, 16);
+        let (_, s) = scan_chunks(&c, &[&[b'x'; 100]]);
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn an_idle_scanner_holds_no_buffer() {
+        let c = cfg("\n", 0, 1024);
+        let (ev, s) = scan_chunks(&c, &[b"abc", b"def\n"]);
+        assert_eq!(ev, vec![line("abcdef")]);
+        assert_eq!(s.pending.capacity(), 0, "released after the line");
+        let (_, s) = scan_chunks(&c, &[b"abc", b"\n\n"]);
+        assert_eq!(s.pending.capacity(), 0);
     }
 
     #[test]
