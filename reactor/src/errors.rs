@@ -64,5 +64,24 @@ mod tests {
             classify(&io::Error::from(io::ErrorKind::PermissionDenied)),
             IoClass::Fatal
         );
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::OutOfMemory)),
+            IoClass::Exhausted
+        );
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off.
+        for errno in [24, 23, 105, 12] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(errno)),
+                IoClass::Exhausted
+            );
+        }
+        // ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EPROTO: the peer is gone.
+        for errno in [110, 113, 101, 71] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(errno)),
+                IoClass::PeerGone,
+                "errno {errno}"
+            );
+        }
     }
 }

@@ -331,6 +331,105 @@ mod tests {
     }
 
     #[test]
+    fn replies_coalesce_up_to_sixteen_kib_and_the_queue_describes_itself() {
+        let mut q = OutQueue::default();
+        q.push_bytes(&[b'a'; 8 * 1024]);
+        q.push_bytes(&[b'b'; 8 * 1024 - 1]);
+        assert_eq!(q.chunks.len(), 1, "under 16 KiB: one buffer");
+        q.push_bytes(b"c");
+        q.push_bytes(b"d");
+        assert_eq!(q.chunks.len(), 2, "a full buffer takes no more");
+        q.push_shared(Arc::from(&b"xyz"[..]));
+        assert_eq!(
+            format!("{:?}", q.chunks),
+            "[Owned(16384), Owned(1), Shared(3)]"
+        );
+    }
+
+    /// A writer that fails once with `first`, then takes everything.
+    struct FailOnce {
+        first: Option<io::ErrorKind>,
+        got: Vec<u8>,
+    }
+
+    impl Write for FailOnce {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(kind) = self.first.take() {
+                return Err(kind.into());
+            }
+            self.got.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_retries_interrupts_and_reports_other_errors() {
+        let mut q = OutQueue::default();
+        q.push_bytes(b"hello");
+        let mut w = FailOnce {
+            first: Some(io::ErrorKind::Interrupted),
+            got: Vec::new(),
+        };
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Drained
+        );
+        assert_eq!(w.got, b"hello");
+        q.push_bytes(b"again");
+        let mut w = FailOnce {
+            first: Some(io::ErrorKind::BrokenPipe),
+            got: Vec::new(),
+        };
+        let err = q
+            .flush(&mut w, usize::MAX)
+            .expect_err("a broken pipe is an error");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(q.queued(), 5, "nothing was lost");
+    }
+
+    #[test]
+    fn more_chunks_than_one_vectored_write_holds_arrive_in_order() {
+        let mut q = OutQueue::default();
+        let mut expected = Vec::new();
+        for i in 0..200u8 {
+            let chunk = vec![i; 3];
+            expected.extend_from_slice(&chunk);
+            q.push_shared(Arc::from(chunk));
+        }
+        let mut w = FailOnce {
+            first: None,
+            got: Vec::new(),
+        };
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Drained
+        );
+        assert_eq!(w.got, expected);
+    }
+
+    #[test]
+    fn owned_buffers_count_files_and_clear() {
+        let mut q = OutQueue::default();
+        q.push_owned(vec![b'a'; 100]);
+        q.push_owned(vec![b'b'; 100]);
+        assert_eq!(q.chunks.len(), 1, "small owned buffers coalesce");
+        q.push_owned(vec![b'c'; 20 * 1024]);
+        assert_eq!(q.chunks.len(), 2, "a large one is queued as it is");
+        q.push_owned(vec![b'd'; 10]);
+        assert_eq!(q.chunks.len(), 3, "nothing is appended to a large buffer");
+        let file = std::fs::File::open("/proc/self/status").expect("a readable file");
+        q.push_file(file, 10);
+        assert_eq!(q.files(), 1);
+        assert_eq!(q.queued(), 200 + 20 * 1024 + 10);
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!((q.queued(), q.files()), (0, 0));
+    }
+
+    #[test]
     fn small_replies_coalesce() {
         let mut q = OutQueue::default();
         for _ in 0..100 {

@@ -280,6 +280,54 @@ mod tests {
     }
 
     #[test]
+    fn links_report_their_state_and_the_wheel_its_own() {
+        let mut links = vec![Link::default(); 2];
+        let mut w = Wheel::new(10);
+        assert!(w.is_empty() && !links[0].is_linked());
+        w.insert(&mut links, 0, 17);
+        assert!(!w.is_empty());
+        assert!(links[0].is_linked());
+        assert_eq!(links[0].deadline(), 17);
+        assert_eq!(format!("{w:?}"), "Wheel { current: 10, len: 1 }");
+        assert_eq!(fire(&mut w, &mut links, 16), Vec::<u32>::new());
+        assert_eq!(w.current(), 16);
+        assert_eq!(fire(&mut w, &mut links, 30), vec![0]);
+        assert_eq!(w.current(), 30);
+        // The occupancy bitmap is one bit per bucket.
+        assert_eq!(w.occupied.len() * 64, BUCKETS);
+    }
+
+    #[test]
+    fn next_tick_is_exact_after_cancels_and_across_the_circle() {
+        let mut links = vec![Link::default(); 3];
+        let mut w = Wheel::new(100);
+        w.insert(&mut links, 0, 105);
+        w.insert(&mut links, 1, 300);
+        w.cancel(&mut links, 0);
+        assert_eq!(
+            w.next_tick(),
+            Some(300),
+            "a cancelled entry leaves no bit behind"
+        );
+        w.cancel(&mut links, 1);
+        assert_eq!(w.next_tick(), None);
+        // Next rotation, same bucket as the current tick: a whole circle away.
+        w.insert(&mut links, 2, 100 + BUCKETS as u64);
+        assert_eq!(w.next_tick(), Some(100 + BUCKETS as u64));
+        w.cancel(&mut links, 2);
+        // Behind the start within its own bitmap word: found on the way round.
+        let mut w = Wheel::new(70);
+        w.insert(&mut links, 0, 65 + BUCKETS as u64);
+        assert_eq!(w.next_tick(), Some(65 + BUCKETS as u64));
+        // Ahead in a later word, and ahead past the end of the circle.
+        let mut w = Wheel::new(4000);
+        w.insert(&mut links, 1, 4100);
+        assert_eq!(w.next_tick(), Some(4100));
+        w.insert(&mut links, 2, 4030);
+        assert_eq!(w.next_tick(), Some(4030));
+    }
+
+    #[test]
     fn cancel_and_move() {
         let mut links = vec![Link::default(); 3];
         let mut w = Wheel::new(0);
