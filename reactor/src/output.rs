@@ -420,13 +420,40 @@ mod tests {
         assert_eq!(q.chunks.len(), 2, "a large one is queued as it is");
         q.push_owned(vec![b'd'; 10]);
         assert_eq!(q.chunks.len(), 3, "nothing is appended to a large buffer");
+        q.push_owned(vec![b'e'; COALESCE_BYTES]);
+        assert_eq!(q.chunks.len(), 4, "16 KiB and more is never copied");
         let file = std::fs::File::open("/proc/self/status").expect("a readable file");
         q.push_file(file, 10);
         assert_eq!(q.files(), 1);
-        assert_eq!(q.queued(), 200 + 20 * 1024 + 10);
+        assert_eq!(q.queued(), 200 + 20 * 1024 + 10 + COALESCE_BYTES);
         q.clear();
         assert!(q.is_empty());
         assert_eq!((q.queued(), q.files()), (0, 0));
+    }
+
+    #[test]
+    fn a_file_is_read_in_blocks_of_sixty_four_kib() {
+        let dir = std::env::temp_dir().join(format!("aw-block-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("f.bin");
+        std::fs::write(&path, vec![7u8; 200_000]).expect("write file");
+        let mut q = OutQueue::default();
+        q.push_file(File::open(&path).expect("open"), 200_000);
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 10,
+            limit: 10,
+        };
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Blocked
+        );
+        assert_eq!(
+            q.queued(),
+            64 * 1024 - 10,
+            "one block in memory, minus what went out"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
