@@ -17,19 +17,8 @@ GEN=target/release/actionwire
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-end = time.time() + 10
-while time.time() < end:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit("port %s did not open" % sys.argv[1])
-PY
-}
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
 PIN_SERVER=(); PIN_GEN=()
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then PIN_SERVER=(taskset -c 0); PIN_GEN=(taskset -c 1); fi
 run() { # binary, request, expect
