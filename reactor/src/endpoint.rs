@@ -281,6 +281,12 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_reasons_print_as_logs_show_them() {
+        assert_eq!(format!("{:?}", ConnId::new(12, 3)), "#12.3");
+        assert_eq!(CloseReason::IdleTimeout.to_string(), "idle_timeout");
+    }
+
+    #[test]
     fn close_reason_names_are_unique_labels() {
         let mut names: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
         assert!(

@@ -158,3 +158,21 @@ impl<E> EventQueue<E> {
         self.shared.queued.load(Ordering::Acquire) > 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_why_and_hand_the_event_back() {
+        assert_eq!(
+            SendError::Full(7).to_string(),
+            "the event loop's event queue is full"
+        );
+        assert_eq!(
+            SendError::Stopped(7).to_string(),
+            "the event loop has stopped"
+        );
+        assert_eq!(SendError::Full(7).into_inner(), 7);
+    }
+}

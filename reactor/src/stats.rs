@@ -54,3 +54,24 @@ impl ReactorStats {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_land_in_their_buckets() {
+        let s = ReactorStats::default();
+        s.record_turn(Duration::from_micros(5));
+        s.record_turn(Duration::from_micros(10));
+        s.record_turn(Duration::from_micros(30));
+        s.record_turn(Duration::from_secs(1));
+        let counts: Vec<u64> = s
+            .loop_turns
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts, [2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(s.loop_turn_ns_sum.load(Ordering::Relaxed), 1_000_045_000);
+    }
+}

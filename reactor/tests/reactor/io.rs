@@ -73,7 +73,14 @@ fn backpressure_pauses_reading_and_loses_nothing() {
 
 #[test]
 fn a_large_reply_through_a_small_window_arrives_whole() {
-    let h = Harness::default();
+    // Larger than the kernel's send buffer can take at once, so writes come up short and
+    // the rest waits for WRITABLE.
+    let cfg = ReactorConfig {
+        output_hard_limit: 64 << 20,
+        output_soft_limit: 64 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
     s.set_recv_buffer_size(4096).expect("rcvbuf");
     s.connect(&h.plain.into()).expect("connect");
@@ -81,7 +88,7 @@ fn a_large_reply_through_a_small_window_arrives_whole() {
     c.set_read_timeout(Some(crate::toy::GUARD))
         .expect("timeout");
     h.opened(EndpointKind::Accepted);
-    say(&mut c, "!big 3000000");
+    say(&mut c, "!big 24000000");
     // Read slowly at first so the server's writes come up short and wait for WRITABLE.
     let mut got = Vec::new();
     let mut small = [0u8; 512];
@@ -89,7 +96,7 @@ fn a_large_reply_through_a_small_window_arrives_whole() {
         let n = c.read(&mut small).expect("read");
         got.extend_from_slice(&small[..n]);
     }
-    got.extend(read_n(&mut c, 3_000_000 - got.len()));
+    got.extend(read_n(&mut c, 24_000_000 - got.len()));
     assert!(got.iter().all(|&b| b == b'x'));
     say(&mut c, "after");
     assert_eq!(read_n(&mut c, 6), b"after\n");
@@ -207,4 +214,40 @@ fn shutdown_closes_every_endpoint_and_the_loop_returns() {
     assert_eq!(reader.join().expect("reader"), b"shutting down\n");
     // After the loop stops, events are refused, not queued forever.
     assert!(tx.try_send(Ev::Ping).is_err());
+}
+
+#[test]
+fn an_idle_loop_sleeps() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    say(&mut c, "x");
+    assert_eq!(read_n(&mut c, 2), b"x\n");
+    let turns = || -> u64 {
+        h.stats
+            .loop_turns
+            .iter()
+            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let before = turns();
+    // Half a second with nothing to do (a scenario, not a wait): no timers are set, so the
+    // loop should not turn at all; a spinning loop turns millions of times.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_turns = turns() - before;
+    assert!(idle_turns <= 5, "{idle_turns} loop turns while idle");
+}
+
+#[test]
+fn job_results_come_back_to_their_endpoint() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    h.gate.open();
+    say(&mut c, "!job");
+    let (got, value) = h.wait(|r| match r {
+        Report::Completion(i, v) => Some((i, v)),
+        _ => None,
+    });
+    assert_eq!((got, value), (id, 7));
 }

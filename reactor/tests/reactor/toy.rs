@@ -276,6 +276,7 @@ pub struct Harness {
     pub tls: SocketAddr,
     pub certs: Certs,
     pub gate: Arc<Gate>,
+    pub stats: Arc<actionwire_reactor::ReactorStats>,
     shutdown: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -300,6 +301,7 @@ impl Harness {
         let tls = reactor.listen(any, tls_opts, ()).expect("listen tls");
         let tx = reactor.event_sender();
         let shutdown = reactor.shutdown_handle();
+        let stats = reactor.stats();
         let thread = std::thread::spawn(move || reactor.run());
         Harness {
             tx,
@@ -308,6 +310,7 @@ impl Harness {
             tls,
             certs,
             gate,
+            stats,
             shutdown,
             thread: Some(thread),
         }
