@@ -7,6 +7,17 @@ use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConf
 
 use crate::toy::{Ev, Harness, Report, client, read_n, read_to_end, say};
 
+/// A client whose receive window is 4 KiB: the server's writes to it come up short.
+fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
+    s.set_recv_buffer_size(4096).expect("rcvbuf");
+    s.connect(&addr.into()).expect("connect");
+    let c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(crate::toy::GUARD))
+        .expect("timeout");
+    c
+}
+
 #[test]
 fn accepts_and_answers_pipelined_lines_in_order() {
     let h = Harness::default();
@@ -81,12 +92,7 @@ fn a_large_reply_through_a_small_window_arrives_whole() {
         ..ReactorConfig::default()
     };
     let h = Harness::start(cfg, ListenerOptions::default());
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
-    s.set_recv_buffer_size(4096).expect("rcvbuf");
-    s.connect(&h.plain.into()).expect("connect");
-    let mut c: std::net::TcpStream = s.into();
-    c.set_read_timeout(Some(crate::toy::GUARD))
-        .expect("timeout");
+    let mut c = small_window_client(h.plain);
     h.opened(EndpointKind::Accepted);
     say(&mut c, "!big 24000000");
     // Read slowly at first so the server's writes come up short and wait for WRITABLE.
@@ -130,10 +136,7 @@ fn the_soft_output_limit_acts_on_its_timer_without_more_output() {
         ..ReactorConfig::default()
     };
     let h = Harness::start(cfg, ListenerOptions::default());
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
-    s.set_recv_buffer_size(4096).expect("rcvbuf");
-    s.connect(&h.plain.into()).expect("connect");
-    let mut c: std::net::TcpStream = s.into();
+    let mut c = small_window_client(h.plain);
     let id = h.opened(EndpointKind::Accepted);
     // One reply far over the soft limit, then nothing more is queued and nothing is read.
     let asked = Instant::now();
