@@ -30,7 +30,9 @@ fn setup(
         key: Some(dir.join("key.pem")),
         ..Default::default()
     };
-    let server = actionwire::tls::server_config(&opts, "bench").expect("server config");
+    let server = actionwire::tls::server_config(&opts, "bench")
+        .expect("server config")
+        .config;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("der"))

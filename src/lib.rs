@@ -179,7 +179,9 @@ impl ServerBuilder {
         let app = App::new(scan, settings, registry, rooms, public, Arc::clone(&api));
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
         let mut bound = Vec::new();
+        let mut cert_stores = Vec::new();
         for l in listeners(&cfg)? {
+            cert_stores.extend(l.certs);
             let addr = l.addr;
             let local = reactor
                 .listen(addr, l.options, l.kind)
@@ -211,6 +213,7 @@ impl ServerBuilder {
             config: cfg,
             summary,
             api,
+            tls: tls::TlsReloader::new(cert_stores),
         })
     }
 }
@@ -220,6 +223,8 @@ struct ListenerPlan {
     kind: ListenerKind,
     addr: SocketAddr,
     options: ListenerOptions,
+    /// Where a TLS listener's certificate comes from (for reloads).
+    certs: Option<Arc<tls::CertStore>>,
 }
 
 /// Every listener the configuration asks for, main socket listener first. A listener
@@ -235,8 +240,8 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
         Ok(SocketAddr::new(ip, port))
     };
     // Every socket listener shares the protocol's timers; only TLS differs.
-    let socket = |tls: Option<Arc<rustls::ServerConfig>>| ListenerOptions {
-        tls,
+    let socket = |tls: Option<&tls::ListenerTls>| ListenerOptions {
+        tls: tls.map(|t| Arc::clone(&t.config)),
         keepalive_interval: Duration::from_millis(s.keep_alive_interval),
         idle_timeout: Duration::from_millis(s.idle_timeout),
         handshake_timeout: Duration::from_millis(s.handshake_timeout),
@@ -255,16 +260,18 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
             ListenerKind::Socket
         },
         addr: addr("servers.socket", None, s.port)?,
-        options: socket(main_tls),
+        options: socket(main_tls.as_ref()),
+        certs: main_tls.map(|t| t.certs),
     });
     let t = &cfg.servers.socket_tls;
     if t.enabled {
-        let config =
+        let listener_tls =
             tls::server_config(&t.server_options, "servers.socketTls").map_err(StartError::Tls)?;
         plans.push(ListenerPlan {
             kind: ListenerKind::SocketTls,
             addr: addr("servers.socketTls", t.bind_ip.as_deref(), t.port)?,
-            options: socket(Some(config)),
+            options: socket(Some(&listener_tls)),
+            certs: Some(listener_tls.certs),
         });
     }
     let w = &cfg.servers.web;
@@ -279,6 +286,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
                 tcp_keepalive: s.set_keep_alive,
                 ..ListenerOptions::default()
             },
+            certs: None,
         });
     }
     Ok(plans)
@@ -299,6 +307,7 @@ pub struct Server {
     config: Config,
     summary: Summary,
     api: Arc<Api>,
+    tls: tls::TlsReloader,
 }
 
 impl Server {
@@ -327,6 +336,12 @@ impl Server {
     /// A handle that shuts the server down gracefully from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.reactor.shutdown_handle()
+    }
+
+    /// A handle that reloads every TLS listener's certificate and key from any thread
+    /// (the binary calls it on SIGHUP).
+    pub fn tls_reloader(&self) -> tls::TlsReloader {
+        self.tls.clone()
     }
 
     /// Server-wide state (cache, counters), as actions see it.

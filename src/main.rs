@@ -227,7 +227,7 @@ fn serve(cli: ServeArgs) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     // Handlers first: a supervisor may signal as soon as it reads the start line.
-    if let Err(e) = install_signal_handlers(server.shutdown_handle()) {
+    if let Err(e) = install_signal_handlers(server.shutdown_handle(), server.tls_reloader()) {
         log::warn!("cannot install signal handlers ({e}); stop the server with SIGKILL");
     }
     log::info!("{}", server.describe());
@@ -243,17 +243,25 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
-fn install_signal_handlers(handle: actionwire::ShutdownHandle) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once (status 130).
+/// SIGHUP reloads every TLS listener's certificate and key; it never stops the server.
+fn install_signal_handlers(
+    handle: actionwire::ShutdownHandle,
+    tls: actionwire::tls::TlsReloader,
+) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("actionwire-signals".into())
         .spawn(move || {
-            let mut seen = 0;
+            let mut stops = 0;
             for sig in signals.forever() {
-                seen += 1;
-                if seen == 1 {
+                if sig == SIGHUP {
+                    reload_certificates(&tls);
+                    continue;
+                }
+                stops += 1;
+                if stops == 1 {
                     log::info!("signal {sig} received: shutting down gracefully");
                     handle.shutdown();
                 } else {
@@ -263,4 +271,25 @@ fn install_signal_handlers(handle: actionwire::ShutdownHandle) -> std::io::Resul
             }
         })?;
     Ok(())
+}
+
+/// SIGHUP: one log line per TLS listener saying what new handshakes get from now on.
+fn reload_certificates(tls: &actionwire::tls::TlsReloader) {
+    if tls.stores().is_empty() {
+        log::info!("SIGHUP received: no TLS listener, nothing to reload");
+        return;
+    }
+    for (store, result) in tls.reload() {
+        match result {
+            Ok(()) => log::info!(
+                "SIGHUP: {} certificate reloaded from {}",
+                store.prefix(),
+                store.cert_path().display()
+            ),
+            Err(e) => log::error!(
+                "SIGHUP: {} keeps its previous certificate: {e}",
+                store.prefix()
+            ),
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod http;
 mod load;
 mod rooms;
 mod shutdown;
+mod signals;
 mod timers;
 mod tls;
 mod verbs;

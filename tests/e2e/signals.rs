@@ -1,0 +1,198 @@
+//! Signals to the binary (the README's "Signals"): SIGINT and SIGTERM shut down gracefully, a
+//! second one exits at once, SIGHUP reloads TLS certificates and never stops the server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::harness::*;
+
+/// A scratch directory for one test's files, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("aw-{tag}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write scratch file");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn sigint_shuts_down_gracefully_and_sighup_without_tls_keeps_serving() {
+    let srv = ChildServer::spawn("true", &["--log-level", "info"]);
+    let mut c = Client::connect(srv.addr);
+    srv.signal(libc::SIGHUP);
+    wait_until("the SIGHUP log line", || {
+        srv.logged("no TLS listener, nothing to reload")
+    });
+    assert_eq!(ok_data(&c.request("paramView x")), serde_json::Value::Null);
+    srv.signal(libc::SIGINT);
+    assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
+    c.expect_closed();
+    let mut child = srv;
+    let status = wait_bounded(&mut child.child);
+    assert!(status.success(), "{status}");
+    assert!(child.logged("signal 2 received: shutting down gracefully"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let scratch = Scratch::new("second-signal");
+    // A grace far longer than the test's guard: only the second signal can end the process in time.
+    let config = scratch.file(
+        "config.json",
+        br#"{"general":{"pendingShutdownWaitLimit":600000}}"#,
+    );
+    let srv = ChildServer::spawn(
+        "true",
+        &[
+            "--log-level",
+            "info",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    );
+    let mut busy = Client::connect(srv.addr);
+    busy.send(r#"{"action":"sleepTest","params":{"sleepDuration":60000}}"#);
+    assert_eq!(ok_data(&busy.request("detailsView"))["pendingActions"], 1);
+    srv.signal(libc::SIGTERM);
+    wait_until("the first signal's log line", || {
+        srv.logged("shutting down gracefully")
+    });
+    srv.signal(libc::SIGINT);
+    let mut child = srv;
+    let status = wait_bounded(&mut child.child);
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(child.logged("second signal 2: exiting now"));
+}
+
+/// A certificate for localhost signed by a CA made here (not the suite's CA), as PEM.
+fn other_identity() -> (rcgen::Certificate, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("sign");
+    (ca_cert, leaf.pem(), key.serialize_pem())
+}
+
+/// Completes a TLS handshake with the server and returns the certificate it presented (DER).
+fn presented_certificate(addr: SocketAddr, roots: &[&Path]) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(CertificateDer::from_pem_file(r).expect("root pem"))
+            .expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut sock = TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(GUARD)).expect("timeout");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("handshake");
+    }
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let mut welcome = [0u8; 16];
+    tls.read_exact(&mut welcome)
+        .expect("welcome after the handshake");
+    tls.write_all(b"quit\r\n").expect("quit");
+    conn.peer_certificates().expect("peer certificates")[0]
+        .as_ref()
+        .to_vec()
+}
+
+fn der_of(pem_path: &Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(pem_path)
+        .expect("pem")
+        .as_ref()
+        .to_vec()
+}
+
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let p = pki();
+    let scratch = Scratch::new("reload");
+    let cert = scratch.file("cert.pem", &std::fs::read(&p.server_cert).expect("cert"));
+    let key = scratch.file("key.pem", &std::fs::read(&p.server_key).expect("key"));
+    let (other_ca, other_cert, other_key) = other_identity();
+    let other_ca = scratch.file("other-ca.pem", other_ca.pem().as_bytes());
+    let roots = [p.ca.as_path(), other_ca.as_path()];
+    let srv = ChildServer::spawn(
+        "true",
+        &[
+            "--log-level",
+            "info",
+            "--tls-cert",
+            cert.to_str().expect("utf-8 path"),
+            "--tls-key",
+            key.to_str().expect("utf-8 path"),
+        ],
+    );
+    let original = der_of(&p.server_cert);
+    assert_eq!(presented_certificate(srv.addr, &roots), original);
+    let mut old = Client::connect_tls(srv.addr, client_tls(None));
+    assert_eq!(ok_data(&old.request("roomAdd defaultRoom")), true);
+
+    // New files in place, then SIGHUP: new handshakes see them, the old session goes on.
+    std::fs::write(&cert, &other_cert).expect("write new cert");
+    std::fs::write(&key, &other_key).expect("write new key");
+    srv.signal(libc::SIGHUP);
+    wait_until("the reload log line", || {
+        srv.logged("servers.socket certificate reloaded from")
+    });
+    let rotated = presented_certificate(srv.addr, &roots);
+    assert_ne!(rotated, original);
+    assert_eq!(rotated, der_of(&cert));
+    assert_eq!(
+        ok_data(&old.request("roomView defaultRoom"))["membersCount"],
+        1
+    );
+
+    // A key that does not fit the certificate: logged, and the last good pair stays.
+    std::fs::write(&key, std::fs::read(&p.server_key).expect("key")).expect("write bad key");
+    srv.signal(libc::SIGHUP);
+    wait_until("the failed reload's log line", || {
+        srv.logged("servers.socket keeps its previous certificate")
+    });
+    assert!(srv.logged("does not fit the certificate"));
+    assert_eq!(presented_certificate(srv.addr, &roots), rotated);
+    // A file that is not PEM at all: the same.
+    std::fs::write(&cert, b"not a certificate").expect("write garbage");
+    srv.signal(libc::SIGHUP);
+    wait_until("the second failed reload's log line", || {
+        srv.logged("holds no certificate")
+    });
+    assert_eq!(presented_certificate(srv.addr, &roots), rotated);
+    assert_eq!(ok_data(&old.request("roomLeave defaultRoom")), true);
+}
