@@ -335,6 +335,12 @@ impl Api {
         self.reactor.handshake_timeouts.load(Ordering::Relaxed)
     }
 
+    /// Connections disconnected because they did not read their output (the soft or hard
+    /// output limit) since start.
+    pub fn output_limit_disconnects(&self) -> u64 {
+        self.reactor.closed_output_limit.load(Ordering::Relaxed)
+    }
+
     /// TLS handshakes completed since start.
     pub fn tls_handshakes(&self) -> u64 {
         self.reactor.tls_handshakes.load(Ordering::Relaxed)

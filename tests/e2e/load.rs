@@ -109,6 +109,7 @@ fn a_client_that_stops_reading_is_disconnected_and_the_room_gets_everything() {
         view["membersCount"], 2,
         "the slow consumer was disconnected"
     );
+    assert_eq!(srv.api.output_limit_disconnects(), 1);
     // What the slow client can still read ends in a close, not in more data forever.
     let mut sink = Vec::new();
     match slow.stream.read_to_end(&mut sink) {

@@ -1,6 +1,7 @@
 //! Accepting, reading, writing, backpressure, output limits and shutdown.
 
 use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConfig};
@@ -121,6 +122,8 @@ fn the_hard_output_limit_disconnects_at_once() {
     say(&mut c, "!big 2000000");
     let (reason, _, _) = h.closed(id);
     assert_eq!(reason, CloseReason::OutputLimit);
+    assert_eq!(h.stats.closed_output_limit.load(Ordering::Relaxed), 1);
+    assert_eq!(h.stats.closed.load(Ordering::Relaxed), 1);
     // A bystander is unaffected.
     let mut b = client(h.plain);
     say(&mut b, "still here");
@@ -143,6 +146,7 @@ fn the_soft_output_limit_acts_on_its_timer_without_more_output() {
     say(&mut c, "!big 4000000");
     let (reason, _, at) = h.closed(id);
     assert_eq!(reason, CloseReason::OutputLimit);
+    assert_eq!(h.stats.closed_output_limit.load(Ordering::Relaxed), 1);
     assert!(
         at - asked >= Duration::from_millis(300),
         "cut off after {:?}, before the soft limit's 300 ms",

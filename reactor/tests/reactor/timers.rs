@@ -1,6 +1,7 @@
 //! Endpoint timers: they fire at or after their time, never before, at most a tick late.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actionwire_reactor::{
@@ -41,6 +42,8 @@ fn the_idle_timeout_never_fires_early() {
         drop(c); // our FIN ends the server's linger
         assert_eq!(h.closed(id).0, CloseReason::IdleTimeout);
     }
+    assert_eq!(h.stats.idle_timeouts.load(Ordering::Relaxed), 3);
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -98,6 +101,7 @@ fn the_handshake_timeout_closes_a_peer_that_never_completes_a_line() {
     assert!(at - opened >= Duration::from_millis(400));
     drop(c);
     assert_eq!(h.closed(id).0, CloseReason::HandshakeTimeout);
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 1);
     // A peer that sent its line is not affected.
     let mut ok = client(h.plain);
     let ok_id = h.opened(EndpointKind::Accepted);
@@ -136,4 +140,5 @@ fn a_restarted_handshake_times_out_from_its_restart() {
     );
     drop(c);
     assert_eq!(h.closed(id).0, CloseReason::HandshakeTimeout);
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 1);
 }
