@@ -146,6 +146,20 @@ fn bench(args: &actionwire_bench::BenchArgs) -> ExitCode {
             } else {
                 actionwire_bench::print(&summary);
             }
+            if summary.errors > 0 && !args.allow_errors {
+                eprintln!(
+                    "actionwire bench: {} errors (error replies {}, unexpected {}, timeouts {}, \
+                     connections closed {}, connect errors {}): the numbers above include \
+                     failures; --allow-errors exits 0 anyway",
+                    summary.errors,
+                    summary.error_replies,
+                    summary.unexpected,
+                    summary.timeouts,
+                    summary.closed,
+                    summary.connect_errors
+                );
+                return ExitCode::from(1);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -10,7 +10,12 @@
 //!
 //! Other modes: `--idle N` holds N connections open and reports how many are open each
 //! second; `--handshakes` connects, handshakes (TLS), reads the welcome and closes, in a loop.
-//! Latencies go into HdrHistograms (µs), merged across threads for the summary.
+//! Latencies go into HdrHistograms (ns), merged across threads for the summary.
+//!
+//! A benchmark that counts failures as throughput lies, so every reply is classified
+//! (`reply.rs`): error replies, replies not matching `--expect`, requests left unanswered
+//! past `--reply-timeout`, and connections lost are errors, shown in the progress line and
+//! the summary; the CLI exits non-zero when any occurred unless `--allow-errors`.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -25,6 +30,12 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
+
+mod reply;
+mod summary;
+
+pub use reply::{Verdict, classify, is_error_reply};
+pub use summary::{Latency, Params, Summary, print, write_hgrm};
 
 /// Command-line options of `actionwire bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,9 +64,19 @@ pub struct BenchArgs {
     /// Do not read and drop a first (welcome) line on connect (e.g. for redis-server).
     #[arg(long)]
     pub no_skip_welcome: bool,
-    /// Count a reply that does not start with PREFIX as an error.
+    /// Count a reply that does not start with PREFIX as an error. Without it, replies that
+    /// report an error (a JSON `error` member, a RESP `-` line) are the errors.
     #[arg(long, value_name = "PREFIX")]
     pub expect: Option<String>,
+    /// A request without a reply after this long is an error (its connection is closed).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reply_timeout: Duration,
+    /// Exit with status 0 even when errors occurred (they are still counted and shown).
+    #[arg(long)]
+    pub allow_errors: bool,
+    /// Write the latency distribution to FILE in HdrHistogram's percentile format (.hgrm, µs).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
     /// Line ending appended to each request.
     #[arg(long, default_value = "\n", hide_default_value = true)]
     pub eol: String,
@@ -82,40 +103,32 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// What a run measured.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Summary {
-    pub mode: &'static str,
-    pub connections: usize,
-    pub seconds: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub per_second: f64,
-    /// Connections open at the end (idle mode) or that failed.
-    pub open: usize,
-    pub connect_errors: u64,
-    pub latency_us: Option<Latency>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Latency {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p99_9: u64,
-    pub p99_99: u64,
-    pub max: u64,
-    pub mean: f64,
-}
-
 /// Counters shared by the threads, for the progress line.
 #[derive(Default)]
 struct Shared {
     requests: AtomicU64,
-    errors: AtomicU64,
+    error_replies: AtomicU64,
+    unexpected: AtomicU64,
+    timeouts: AtomicU64,
+    closed: AtomicU64,
     open: AtomicUsize,
     connect_errors: AtomicU64,
     stop: AtomicBool,
+}
+
+impl Shared {
+    fn errors(&self) -> u64 {
+        [
+            &self.error_replies,
+            &self.unexpected,
+            &self.timeouts,
+            &self.closed,
+            &self.connect_errors,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +148,7 @@ struct Plan {
     interval_ns: Option<u64>,
     skip_welcome: bool,
     expect: Option<Vec<u8>>,
+    reply_timeout_ns: u64,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     start: Instant,
     /// Recording starts and ends at these offsets from `start`.
@@ -188,6 +202,7 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         interval_ns,
         skip_welcome: !args.no_skip_welcome,
         expect: args.expect.as_ref().map(|e| e.as_bytes().to_vec()),
+        reply_timeout_ns: u64::try_from(args.reply_timeout.as_nanos()).unwrap_or(u64::MAX),
         tls,
         start,
         record_from: warm,
@@ -225,15 +240,15 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     }
     let seconds = args.duration.as_secs_f64();
     let requests = shared.requests.load(Ordering::Relaxed);
-    let latency = (mode == Mode::Requests && requests > 0).then(|| Latency {
-        p50: hist.value_at_quantile(0.50),
-        p90: hist.value_at_quantile(0.90),
-        p99: hist.value_at_quantile(0.99),
-        p99_9: hist.value_at_quantile(0.999),
-        p99_99: hist.value_at_quantile(0.9999),
-        max: hist.max(),
-        mean: hist.mean(),
-    });
+    let latency = (mode == Mode::Requests && requests > 0).then(|| Latency::of(&hist));
+    if let Some(path) = &args.hgrm {
+        let write = || -> io::Result<()> {
+            let mut f = io::BufWriter::new(std::fs::File::create(path)?);
+            write_hgrm(&hist, &mut f)?;
+            f.flush()
+        };
+        write().map_err(|e| format!("--hgrm {}: {e}", path.display()))?;
+    }
     let connect_errors = shared.connect_errors.load(Ordering::Relaxed);
     let open = shared.open.load(Ordering::Relaxed);
     let nothing = match mode {
@@ -252,13 +267,34 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             Mode::Idle => "idle",
             Mode::Handshakes => "handshakes",
         },
+        params: Params {
+            target: args.target.clone(),
+            requests: plan
+                .requests
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).trim_end().to_string())
+                .collect(),
+            connections,
+            threads,
+            pipeline: args.pipeline,
+            rate: args.rate,
+            duration_s: args.duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
+            tls: args.tls,
+            expect: args.expect.clone(),
+            reply_timeout_s: args.reply_timeout.as_secs_f64(),
+        },
         connections,
         seconds,
         requests,
-        errors: shared.errors.load(Ordering::Relaxed),
+        errors: shared.errors(),
+        error_replies: shared.error_replies.load(Ordering::Relaxed),
+        unexpected: shared.unexpected.load(Ordering::Relaxed),
+        timeouts: shared.timeouts.load(Ordering::Relaxed),
+        closed: shared.closed.load(Ordering::Relaxed),
+        connect_errors,
         per_second: requests as f64 / seconds,
         open,
-        connect_errors,
         latency_us: latency,
     })
 }
@@ -280,7 +316,7 @@ fn progress(plan: &Plan, shared: &Shared) {
         eprintln!(
             "{second:>4}s  {:>10} /s  errors {:>6}  open {:>6}{phase}",
             now - last,
-            shared.errors.load(Ordering::Relaxed),
+            shared.errors(),
             shared.open.load(Ordering::Relaxed),
         );
         last = now;
@@ -289,8 +325,8 @@ fn progress(plan: &Plan, shared: &Shared) {
 }
 
 fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 100 s at 3 significant digits: constant, valid bounds.
-    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+    // 1 ns .. 100 s at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
 fn client_config(ca: &PathBuf) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -348,6 +384,8 @@ struct Worker {
     conns: Vec<Conn>,
     hist: Histogram<u64>,
     buf: Vec<u8>,
+    /// When to look for requests past `--reply-timeout` next (ns since start).
+    next_timeout_check: u64,
 }
 
 impl Worker {
@@ -360,6 +398,7 @@ impl Worker {
             conns: Vec::with_capacity(n),
             hist: new_histogram(),
             buf: vec![0; 64 * 1024],
+            next_timeout_check: 0,
         };
         for i in 0..n {
             match w.open(i) {
@@ -428,6 +467,7 @@ impl Worker {
             if self.plan.interval_ns.is_some() {
                 self.send_due();
             }
+            self.expire_requests();
         }
         Ok(self.hist)
     }
@@ -473,13 +513,57 @@ impl Worker {
         }
     }
 
+    /// Requests unanswered for longer than `--reply-timeout` are errors; their connection
+    /// is closed (its later replies could not be told apart from the next requests').
+    /// Checked every 50 ms at most.
+    fn expire_requests(&mut self) {
+        let now = self.now();
+        if self.plan.mode != Mode::Requests || now < self.next_timeout_check {
+            return;
+        }
+        self.next_timeout_check = now + 50_000_000;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let late = c.phase == Phase::Running
+                && c.inflight
+                    .front()
+                    .is_some_and(|&sent| now.saturating_sub(sent) > self.plan.reply_timeout_ns);
+            if late {
+                let n = c.inflight.len() as u64;
+                self.shared.timeouts.fetch_add(n, Ordering::Relaxed);
+                eprintln!(
+                    "connection {i}: no reply within {:?}; closing it",
+                    Duration::from_nanos(self.plan.reply_timeout_ns)
+                );
+                self.close(i);
+            }
+        }
+    }
+
+    /// Closes a connection on our side (not counted as an error by itself).
+    fn close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.phase == Phase::Running {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        c.phase = Phase::Closed;
+        c.inflight.clear();
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+    }
+
     fn fail(&mut self, i: usize, e: &io::Error) {
         let c = &mut self.conns[i];
         if c.phase == Phase::Running {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
         }
         if c.phase != Phase::Closed && self.plan.mode != Mode::Handshakes {
-            self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+            let counter = if c.phase == Phase::Running {
+                &self.shared.closed
+            } else {
+                &self.shared.connect_errors
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             if e.kind() != io::ErrorKind::UnexpectedEof {
                 eprintln!("connection {i}: {e}");
             }
@@ -619,22 +703,22 @@ impl Worker {
                 break;
             };
             let line = &c.input[consumed..consumed + end];
-            let bad = self
-                .plan
-                .expect
-                .as_ref()
-                .is_some_and(|p| !line.starts_with(p));
+            let verdict = classify(line, self.plan.expect.as_deref());
             consumed += end + 1;
             let Some(sent) = c.inflight.pop_front() else {
                 continue; // a line nobody asked for (keep-alive, chat): not a reply
             };
             replies += 1;
             if recording {
-                let us = (now.saturating_sub(sent) / 1000).max(1);
-                let _ = self.hist.record(us);
+                self.hist.saturating_record(now.saturating_sub(sent).max(1));
                 self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                if bad {
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                let counter = match verdict {
+                    Verdict::Ok => None,
+                    Verdict::ErrorReply => Some(&self.shared.error_replies),
+                    Verdict::Unexpected => Some(&self.shared.unexpected),
+                };
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -712,42 +796,4 @@ fn not_ready(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
     )
-}
-
-/// Prints a human summary.
-pub fn print(summary: &Summary) {
-    let s = summary;
-    println!(
-        "{} · {} connections · {:.1}s",
-        s.mode, s.connections, s.seconds
-    );
-    match s.mode {
-        "idle" => println!(
-            "open at the end: {}  (connect errors {})",
-            s.open, s.connect_errors
-        ),
-        "handshakes" => println!(
-            "handshakes: {}  ({:.0}/s)  connect errors: {}",
-            s.requests, s.per_second, s.connect_errors
-        ),
-        _ => {
-            println!(
-                "requests: {}  ({:.0}/s)  errors: {}  connection errors: {}",
-                s.requests, s.per_second, s.errors, s.connect_errors
-            );
-            if let Some(l) = &s.latency_us {
-                let ms = |us: u64| us as f64 / 1000.0;
-                println!(
-                    "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}  (mean {:.3})",
-                    ms(l.p50),
-                    ms(l.p90),
-                    ms(l.p99),
-                    ms(l.p99_9),
-                    ms(l.p99_99),
-                    ms(l.max),
-                    l.mean / 1000.0
-                );
-            }
-        }
-    }
 }

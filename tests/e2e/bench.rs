@@ -46,7 +46,9 @@ fn closed_loop_counts_replies_and_latencies() {
     assert_eq!(s.errors, 0);
     assert_eq!(s.connect_errors, 0);
     let l = s.latency_us.expect("latencies");
-    assert!(l.p50 <= l.p99 && l.p99 <= l.max && l.p50 >= 1);
+    assert!(l.p50 <= l.p99 && l.p99 <= l.max && l.p50 > 0.0);
+    assert_eq!(s.params.connections, 4);
+    assert_eq!(s.params.requests, ["paramView x"]);
     // Every reply went through the server: it counted at least as many lines (a request
     // still in flight when the run ended was counted by the server, not by the bench).
     let web = srv.web_addr.expect("web listener");
@@ -72,6 +74,124 @@ fn replies_without_the_expected_prefix_are_errors() {
     let s = run(srv.addr, &["--connections", "2", "--expect", "NOPE"]);
     assert!(s.requests > 0);
     assert_eq!(s.errors, s.requests, "every reply is an error");
+    assert_eq!(s.unexpected, s.requests);
+    assert_eq!(s.error_replies, 0);
+}
+
+#[test]
+fn error_replies_are_errors_without_expect_and_fail_the_cli() {
+    let srv = TestServer::start();
+    let s = run(
+        srv.addr,
+        &["--connections", "2", "--request", "randomNumbr"],
+    );
+    assert!(s.requests > 0);
+    assert_eq!(s.error_replies, s.requests, "unknown action on every reply");
+    assert_eq!(s.errors, s.requests);
+    let cli = |extra: &[&str]| {
+        run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_actionwire"))
+                .args(["bench", "--warmup", "0s", "--duration", "300ms"])
+                .args(["--request", "randomNumbr", "--target"])
+                .arg(srv.addr.to_string())
+                .args(extra),
+        )
+    };
+    let out = cli(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "errors make the exit code non-zero"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("error replies"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-errors"));
+    assert!(cli(&["--allow-errors"]).status.success());
+}
+
+#[test]
+fn a_pipeline_past_simultaneous_actions_reports_the_refusals() {
+    let srv = TestServer::with(|c| c.general.simultaneous_actions = 2);
+    let s = run(
+        srv.addr,
+        &[
+            "--connections",
+            "1",
+            "--pipeline",
+            "6",
+            "--request",
+            r#"{"action":"sleepTest","params":{"sleepDuration":20}}"#,
+        ],
+    );
+    assert!(s.error_replies > 0, "refusals counted: {s:?}");
+    assert!(
+        s.error_replies < s.requests,
+        "the admitted ones succeed: {s:?}"
+    );
+    assert_eq!(s.errors, s.error_replies);
+}
+
+#[test]
+fn requests_without_a_reply_time_out() {
+    // A server that welcomes and then never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().expect("accept");
+            std::io::Write::write_all(&mut s, b"{\"welcome\":\"hi\"}\n").expect("welcome");
+            held.push(s);
+        }
+        held
+    });
+    let s = run(addr, &["--connections", "2", "--reply-timeout", "200ms"]);
+    assert_eq!(s.requests, 0);
+    assert_eq!(
+        s.timeouts, 2,
+        "one request in flight on each connection: {s:?}"
+    );
+    assert_eq!(s.errors, 2);
+    drop(holder.join().expect("holder"));
+}
+
+#[test]
+fn the_hgrm_file_holds_the_run() {
+    let srv = TestServer::start();
+    let path = std::env::temp_dir().join(format!("aw-bench-{}.hgrm", uuid::Uuid::new_v4()));
+    let p = path.to_string_lossy().into_owned();
+    let s = run(srv.addr, &["--connections", "2", "--hgrm", &p]);
+    let text = std::fs::read_to_string(&path).expect("hgrm written");
+    std::fs::remove_file(&path).ok();
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|f| f.parse().expect("a number"))
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 2, "{text}");
+    for w in rows.windows(2) {
+        assert!(w[0][0] <= w[1][0], "values climb: {text}");
+        assert!(w[0][1] <= w[1][1], "percentiles climb: {text}");
+        assert!(w[0][2] <= w[1][2], "counts climb: {text}");
+    }
+    let last = rows.last().expect("rows");
+    assert_eq!(last[1], 1.0);
+    assert_eq!(
+        last[2] as u64, s.requests,
+        "the distribution holds every reply"
+    );
+    let max_ms = s.latency_us.expect("latency").max;
+    assert!(
+        (last[0] - max_ms).abs() <= max_ms / 100.0,
+        "{} vs {max_ms}",
+        last[0]
+    );
+    assert!(text.contains(&format!("Total count    = {:>12}]", s.requests)));
 }
 
 #[test]
@@ -82,8 +202,9 @@ fn requests_cycle_and_pipelines_stay_full() {
         &[
             "--connections",
             "3",
+            // At most simultaneousActions (5) actions in flight, or refusals are errors.
             "--pipeline",
-            "8",
+            "4",
             "--request",
             "paramView x",
             "--request",
@@ -158,7 +279,10 @@ fn the_cli_prints_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
     assert!(v["requests"].as_u64().expect("requests") > 0);
-    assert!(v["latency_us"]["p99"].is_u64());
+    assert!(v["latency_us"]["p99"].is_f64());
+    assert_eq!(v["params"]["connections"], 2);
+    assert_eq!(v["params"]["target"], srv.addr.to_string());
+    assert_eq!(v["params"]["tls"], false);
     let bad = run_bounded(Command::new(env!("CARGO_BIN_EXE_actionwire")).args([
         "bench",
         "--target",
