@@ -240,6 +240,12 @@ impl Metrics {
             "TLS connections that failed (bad hello, refused certificate, protocol error).",
             load(&stats.tls_failures),
         );
+        counter(
+            &mut o,
+            "actionwire_accept_failures_total",
+            "Accepts that failed (out of file descriptors or memory); each pauses accepting briefly.",
+            load(&stats.accept_failures),
+        );
         let turns: Vec<u64> = stats.loop_turns.iter().map(load).collect();
         let bounds: Vec<f64> = LOOP_TURN_BOUNDS_US
             .iter()

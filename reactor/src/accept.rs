@@ -168,6 +168,10 @@ impl<H: Handler> Reactor<H> {
                     }
                     IoClass::Retry | IoClass::PeerGone => {}
                     class @ (IoClass::Exhausted | IoClass::Fatal) => {
+                        self.core
+                            .stats
+                            .accept_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         if class == IoClass::Exhausted {
                             log::warn!(
                                 "accept failed ({e}) with {} connections open: pausing accepts \

@@ -25,6 +25,9 @@ pub struct ReactorStats {
     pub tls_failures: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// Accepts that failed for want of resources (descriptors, memory) or for an unexpected
+    /// error; each pauses accepting for a short back-off.
+    pub accept_failures: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

@@ -1,6 +1,7 @@
 //! Outbound endpoints: connect to a listener of the same reactor, over plain TCP and TLS;
 //! refusal and timeout.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actionwire_reactor::{CloseReason, ConnectOptions, EndpointKind};
@@ -27,8 +28,12 @@ fn round_trip(h: &Harness, opts: ConnectOptions, addr: std::net::SocketAddr) {
     assert_eq!(&got[..6], b"hello\n");
     assert!(got[6..200_006].iter().all(|&b| b == b'x'));
     assert_eq!(&got[200_006..], b"bye\n");
+    assert_eq!(h.stats.outbound_connected.load(Ordering::Relaxed), 1);
+    assert_eq!(h.stats.outbound_open.load(Ordering::Relaxed), 1);
     h.send(Ev::Close(out));
     assert_eq!(h.closed(out).0, CloseReason::Quit);
+    assert_eq!(h.stats.outbound_open.load(Ordering::Relaxed), 0);
+    assert_eq!(h.stats.outbound_failed.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -67,6 +72,8 @@ fn a_tls_client_that_does_not_trust_the_server_fails_to_connect() {
         _ => None,
     });
     assert_eq!(reason, CloseReason::ConnectFailed);
+    assert_eq!(h.stats.outbound_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(h.stats.outbound_connected.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -126,5 +133,6 @@ fn a_connect_that_never_completes_times_out() {
     });
     assert_eq!(reason, CloseReason::ConnectTimeout);
     assert!(at - asked >= Duration::from_millis(400), "{:?}", at - asked);
+    assert_eq!(h.stats.outbound_failed.load(Ordering::Relaxed), 1);
     drop(fillers);
 }
