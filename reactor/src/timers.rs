@@ -46,10 +46,13 @@ const TIMER_SLOT_BASE: u32 = 1 << 31;
 /// Largest endpoint slot the wheel can hold.
 pub(crate) const MAX_ENDPOINT_SLOT: usize = TIMER_SLOT_BASE as usize - 1;
 
-/// `d` in whole ticks, rounded up.
+/// A tick beyond any real deadline (hundreds of millions of years away), for durations too
+/// long to count; small enough that adding a few ticks to it cannot overflow.
+const NEVER: u64 = u64::MAX / 4;
+
+/// `d` in whole ticks, rounded up (to the nanosecond: a deadline is never early).
 pub(crate) fn ticks(d: Duration) -> u64 {
-    let t = TICK.as_millis();
-    u64::try_from(d.as_millis().div_ceil(t)).unwrap_or(u64::MAX / 4)
+    u64::try_from(d.as_nanos().div_ceil(TICK.as_nanos())).unwrap_or(NEVER)
 }
 
 /// `stamp` (low 32 bits of a tick) as a full tick, assuming it is not after `now`.
@@ -207,8 +210,7 @@ impl<E, C> Timers<E, C> {
     }
 
     fn tick_at(&self, t: Instant) -> u64 {
-        u64::try_from(t.duration_since(self.origin).as_millis() / TICK.as_millis())
-            .unwrap_or(u64::MAX / 4)
+        u64::try_from(t.duration_since(self.origin).as_millis() / TICK.as_millis()).unwrap_or(NEVER)
     }
 
     /// This turn's tick, as stored in endpoint stamps.
@@ -276,8 +278,7 @@ impl<E, C> Timers<E, C> {
         }
         // Measured from the moment of the call, not the start of the turn: never early.
         let at = Instant::now() + delay;
-        let ms = at.duration_since(self.origin).as_millis();
-        let deadline = u64::try_from(ms.div_ceil(TICK.as_millis())).unwrap_or(u64::MAX / 4);
+        let deadline = ticks(at.duration_since(self.origin));
         let generation = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
         let index = self.entries.insert(TimerEntry {
@@ -570,5 +571,146 @@ impl<H: Handler> Reactor<H> {
         {
             core.schedule(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::ConnId;
+
+    fn config() -> ReactorConfig {
+        ReactorConfig {
+            linger: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(2),
+            max_timers: 2,
+            ..ReactorConfig::default()
+        }
+    }
+
+    #[test]
+    fn durations_round_up_to_ticks_and_saturate() {
+        assert_eq!(ticks(Duration::ZERO), 0);
+        assert_eq!(ticks(Duration::from_millis(1)), 1);
+        assert_eq!(ticks(Duration::from_millis(100)), 1);
+        assert_eq!(ticks(Duration::from_millis(101)), 2);
+        assert_eq!(
+            ticks(Duration::from_nanos(100_000_001)),
+            2,
+            "not truncated to ms"
+        );
+        assert_eq!(ticks(Duration::from_secs(60)), 600);
+        assert_eq!(ticks(Duration::MAX), NEVER);
+    }
+
+    #[test]
+    fn stamps_widen_across_the_32_bit_wrap() {
+        let now = (1u64 << 32) + 5;
+        assert_eq!(widen((now - 3) as u32, now), now - 3);
+        assert_eq!(widen(u32::MAX, now), (1 << 32) - 1);
+        assert_eq!(widen(now as u32, now), now);
+        // Stamped at `now - 3`, due 10 ticks later: one tick of stamp uncertainty on top.
+        assert_eq!(due((now - 3) as u32, 10, now), now - 3 + 1 + 10);
+    }
+
+    #[test]
+    fn turns_start_at_whole_ticks_and_deadlines_count_from_them() {
+        let origin = Instant::now();
+        let mut t: Timers<(), u64> = Timers::new(&config(), origin);
+        assert_eq!(t.tick_at(origin + Duration::from_millis(250)), 2);
+        t.set_now(origin + Duration::from_millis(1_050));
+        assert_eq!(t.tick32(), 10);
+        // Linger 5 s = 50 ticks, grace 2 s = 20 ticks, each after one tick of slack.
+        assert_eq!(t.linger_deadline(), 61);
+        assert_eq!(t.begin_shutdown(), 31);
+        // Once shutting down, nothing lingers past the grace.
+        assert_eq!(t.linger_deadline(), 31);
+    }
+
+    #[test]
+    fn server_timers_are_bounded_generational_and_hand_their_event_back() {
+        let mut t: Timers<&str, u64> = Timers::new(&config(), Instant::now());
+        let mut endpoints: Slab<Endpoint<()>> = Slab::new();
+        let a = t
+            .set(
+                &mut endpoints,
+                Duration::from_secs(1),
+                TimerAction::Event("a"),
+            )
+            .expect("first");
+        let b = t
+            .set(
+                &mut endpoints,
+                Duration::from_secs(2),
+                TimerAction::Event("b"),
+            )
+            .expect("second");
+        let refused = t.set(
+            &mut endpoints,
+            Duration::from_secs(3),
+            TimerAction::Event("c"),
+        );
+        assert_eq!(refused, Err(TimerError::TooMany { limit: 2 }));
+        assert_eq!(
+            TimerError::TooMany { limit: 2 }.to_string(),
+            "too many server-level timers (limit 2)"
+        );
+        assert_eq!(t.cancel(&mut endpoints, a), Some("a"));
+        assert_eq!(t.cancel(&mut endpoints, a), None, "already cancelled");
+        // The slot is reused with a new generation: the old id does not cancel the new timer.
+        let c = t
+            .set(
+                &mut endpoints,
+                Duration::from_secs(3),
+                TimerAction::Event("c"),
+            )
+            .expect("room again");
+        assert_eq!(c.slot, a.slot);
+        assert_eq!(t.cancel(&mut endpoints, a), None);
+        assert_eq!(t.cancel(&mut endpoints, b), Some("b"));
+        assert_eq!(t.cancel(&mut endpoints, c), Some("c"));
+    }
+
+    #[test]
+    fn the_loop_wakes_for_the_earliest_timer_never_before_it() {
+        let origin = Instant::now();
+        let mut t: Timers<&str, u64> = Timers::new(&config(), origin);
+        let mut endpoints: Slab<Endpoint<()>> = Slab::new();
+        assert_eq!(t.next_wake(), None);
+        let set_at = Instant::now();
+        t.set(
+            &mut endpoints,
+            Duration::from_millis(1_000),
+            TimerAction::Event("x"),
+        )
+        .expect("set");
+        let wake = t.next_wake().expect("a wake-up");
+        assert!(wake >= set_at + Duration::from_millis(1_000));
+        assert!(wake <= Instant::now() + Duration::from_millis(1_000) + TICK);
+        // A deferred completion due sooner wakes the loop sooner, at its exact instant.
+        let soon = origin + Duration::from_millis(30);
+        t.defer(soon, ConnId::new(0, 0), 1);
+        assert_eq!(t.next_wake(), Some(soon));
+    }
+
+    #[test]
+    fn deferred_completions_come_in_time_order_then_arrival_order() {
+        let origin = Instant::now();
+        let mut t: Timers<(), u64> = Timers::new(&config(), origin);
+        let id = ConnId::new(3, 7);
+        let at = |ms| origin + Duration::from_millis(ms);
+        t.defer(at(300), id, 1);
+        t.defer(at(100), id, 2);
+        for payload in 3..=6 {
+            t.defer(at(200), id, payload);
+        }
+        assert_eq!(t.due_deferred(at(99)), None, "nothing is due early");
+        let mut order = Vec::new();
+        while let Some((i, p)) = t.due_deferred(at(300)) {
+            assert_eq!(i, id);
+            order.push(p);
+        }
+        assert_eq!(order, [2, 3, 4, 5, 6, 1]);
+        assert_eq!(t.next_wake(), None);
     }
 }

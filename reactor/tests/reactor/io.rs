@@ -9,7 +9,7 @@ use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConf
 use crate::toy::{Ev, Harness, Report, client, read_n, read_to_end, say};
 
 /// A client whose receive window is 4 KiB: the server's writes to it come up short.
-fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+pub(crate) fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("s");
     s.set_recv_buffer_size(4096).expect("rcvbuf");
     s.connect(&addr.into()).expect("connect");

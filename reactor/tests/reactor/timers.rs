@@ -8,7 +8,7 @@ use actionwire_reactor::{
     CloseReason, EndpointKind, ListenerOptions, ReactorConfig, TICK, Timeout,
 };
 
-use crate::toy::{Harness, Report, client, read_n, say};
+use crate::toy::{Ev, Harness, Report, client, read_n, say};
 
 /// Slack for a loaded machine on top of the one tick a timer may be late (a guard against a
 /// lost timer, not a measurement: lateness is for the benchmarks).
@@ -107,6 +107,8 @@ fn the_handshake_timeout_closes_a_peer_that_never_completes_a_line() {
     let ok_id = h.opened(EndpointKind::Accepted);
     say(&mut ok, "done");
     assert_eq!(read_n(&mut ok, 5), b"done\n");
+    // Past its deadline (a server timer is the clock): the deadline no longer applies.
+    survives_until_timer(&h, ok_id, Duration::from_millis(900));
     h.send(crate::toy::Ev::Close(ok_id));
     assert_eq!(crate::toy::read_to_end(&mut ok), b"");
     drop(ok);
@@ -141,4 +143,143 @@ fn a_restarted_handshake_times_out_from_its_restart() {
     drop(c);
     assert_eq!(h.closed(id).0, CloseReason::HandshakeTimeout);
     assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 1);
+}
+
+/// Sets a server-level timer and waits for it, failing if `id` closes first: "nothing
+/// happens to this endpoint for `d`", told by the loop's own ordering rather than by sleeping.
+fn survives_until_timer(h: &Harness, id: actionwire_reactor::ConnId, d: Duration) {
+    h.send(Ev::SetTimer(d, 99));
+    h.wait(|r| match r {
+        Report::Fired(99, _) => Some(()),
+        Report::Closed(i, reason, _, _) if i == id => panic!("closed ({reason:?}) within {d:?}"),
+        Report::Timeout(i, t, _) if i == id => panic!("{t:?} timeout within {d:?}"),
+        _ => None,
+    });
+}
+
+#[test]
+fn with_the_handshake_timeout_off_a_silent_peer_stays() {
+    let opts = ListenerOptions {
+        handshake_timeout: Duration::ZERO,
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let _c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    survives_until_timer(&h, id, Duration::from_millis(500));
+}
+
+#[test]
+fn a_tls_peer_still_in_its_handshake_gets_no_keep_alive_or_idle_timeout() {
+    let opts = ListenerOptions {
+        keepalive_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(900),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let opened = Instant::now();
+    let _silent = client(h.tls); // TCP only: no ClientHello ever
+    let (reason, at) = h.wait(|r| match r {
+        Report::Timeout(_, t, _) => panic!("{t:?} timeout during a TLS handshake"),
+        Report::Closed(_, reason, _, at) => Some((reason, at)),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::HandshakeTimeout);
+    assert!(at - opened >= Duration::from_millis(900));
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn keep_alive_jitter_never_makes_a_ping_early() {
+    // 1 s = 10 ticks: each ping gets 0 or 1 tick of jitter on top of its deadline.
+    let opts = ListenerOptions {
+        keepalive_interval: Duration::from_millis(1000),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let mut spoke = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut c = client(h.plain);
+        let id = h.opened(EndpointKind::Accepted);
+        // The server cannot receive the line before it is sent.
+        spoke.push((id, Instant::now()));
+        say(&mut c, "x");
+        assert_eq!(read_n(&mut c, 2), b"x\n");
+        clients.push(c);
+    }
+    let mut pinged = 0;
+    while pinged < spoke.len() {
+        if let Report::Timeout(id, Timeout::KeepAlive, at) = h.next() {
+            let (_, t) = spoke.iter().find(|(i, _)| *i == id).expect("one of ours");
+            assert!(
+                at - *t >= Duration::from_millis(1000),
+                "early by {:?}",
+                Duration::from_millis(1000) - (at - *t)
+            );
+            pinged += 1;
+        }
+    }
+}
+
+#[test]
+fn deferred_completions_arrive_in_time_order_never_early() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    let asked = Instant::now();
+    c.write_all(b"!defer 300 1\n!defer 100 2\n!defer 200 3\n!defer 200 4\n!defer 200 5\n")
+        .expect("write");
+    let mut order = Vec::new();
+    while order.len() < 5 {
+        if let Report::Completion(i, payload) = h.next() {
+            assert_eq!(i, id);
+            let want = [0, 300, 100, 200, 200, 200][payload as usize];
+            assert!(
+                asked.elapsed() >= Duration::from_millis(want),
+                "{payload} early"
+            );
+            order.push(payload);
+        }
+    }
+    assert_eq!(order, [2, 3, 4, 5, 1]);
+}
+
+#[test]
+fn shutdown_waits_for_the_grace_then_closes_what_is_left() {
+    let cfg = ReactorConfig {
+        shutdown_grace: Duration::from_millis(500),
+        linger: Duration::from_secs(10),
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    // One peer the handler leaves open, one that does not read what it is sent.
+    let mut staying = client(h.plain);
+    let stay_id = h.opened(EndpointKind::Accepted);
+    say(&mut staying, "!stay");
+    assert_eq!(read_n(&mut staying, 5), b"stay\n");
+    let mut stuck = crate::io::small_window_client(h.plain);
+    let stuck_id = h.opened(EndpointKind::Accepted);
+    say(&mut stuck, "!big 4000000");
+    // The reply has started (most of it stays queued: the peer reads no more).
+    assert_eq!(read_n(&mut stuck, 10), b"xxxxxxxxxx");
+    let began = Instant::now();
+    h.begin_shutdown();
+    let mut closed = Vec::new();
+    while closed.len() < 2 {
+        if let Report::Closed(id, reason, _, at) = h.next() {
+            assert_eq!(reason, CloseReason::Shutdown, "{id:?}");
+            assert!(
+                at - began >= Duration::from_millis(500),
+                "{id:?} closed before the grace"
+            );
+            closed.push(id);
+        }
+    }
+    closed.sort_by_key(|id| *id == stuck_id);
+    assert_eq!(closed, [stay_id, stuck_id]);
+    let mut h = h;
+    h.join()
+        .expect("the loop returns once everything is closed");
 }

@@ -38,6 +38,8 @@ pub enum Ev {
     Ping,
     /// Reports `Blocked`, then holds the loop thread until the gate opens (tests only).
     Block,
+    /// Reports `TimersSet` with the server-level timers set and not fired.
+    CountTimers,
 }
 
 /// What the loop tells tests.
@@ -56,6 +58,7 @@ pub enum Report {
     Completion(ConnId, u64),
     ConnectRefusedAtOnce(String),
     Blocked,
+    TimersSet(usize),
     Shutdown,
 }
 
@@ -63,6 +66,8 @@ pub struct Session {
     kind: EndpointKind,
     line: Vec<u8>,
     max_queued: usize,
+    /// Said `!stay`: left open by `on_shutdown` (as a connection with work pending would be).
+    stay: bool,
 }
 
 /// Blocks `!job` jobs until opened.
@@ -113,6 +118,18 @@ impl Toy {
             core.restart_handshake(id);
             core.send(id, b"again\n");
             return;
+        } else if text == "!stay" {
+            if let Some(s) = core.session_mut(id) {
+                s.stay = true;
+            }
+            core.send(id, b"stay\n");
+        } else if let Some(args) = text.strip_prefix("!defer ") {
+            // `!defer MS PAYLOAD`: a completion MS milliseconds from now.
+            let mut it = args
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().unwrap_or(0));
+            let (ms, payload) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            core.defer(id, Duration::from_millis(ms), payload);
         } else if text == "!job" {
             let gate = Arc::clone(&self.gate);
             core.spawn(id, move || {
@@ -142,6 +159,7 @@ impl Handler for Toy {
             kind: EndpointKind::Accepted,
             line: Vec::new(),
             max_queued: 0,
+            stay: false,
         }
     }
 
@@ -182,6 +200,9 @@ impl Handler for Toy {
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
         self.report(Report::Shutdown);
         for id in core.open_ids() {
+            if core.session_mut(id).is_some_and(|s| s.stay) {
+                continue;
+            }
             core.send(id, b"shutting down\n");
             core.close(id, CloseReason::Shutdown);
         }
@@ -199,6 +220,7 @@ impl Handler for Toy {
                     kind: EndpointKind::Outbound,
                     line: Vec::new(),
                     max_queued: 0,
+                    stay: false,
                 };
                 if let Err(e) = core.connect(addr, &opts, session) {
                     self.report(Report::ConnectRefusedAtOnce(e.error.to_string()));
@@ -230,6 +252,7 @@ impl Handler for Toy {
                 self.report(Report::Blocked);
                 self.gate.wait();
             }
+            Ev::CountTimers => self.report(Report::TimersSet(core.timers_set())),
         }
     }
 }
@@ -367,6 +390,11 @@ impl Harness {
             config: Arc::clone(&self.certs.client),
             server_name: ServerName::try_from("localhost").expect("name"),
         }
+    }
+
+    /// Starts a graceful shutdown without waiting for the loop (see [`Harness::join`]).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.shutdown();
     }
 
     /// Shuts the loop down and waits for it to stop.
