@@ -251,8 +251,9 @@ fn serve(cli: ServeArgs) -> ExitCode {
     }
 }
 
+/// A start-up failure: one plain line on stderr (not through the logger, so it shows at
+/// every `--log-level` and is not printed twice), then exit code 2.
 fn fail(message: &str) -> ExitCode {
-    log::error!("{message}");
     eprintln!("actionwire: {message}");
     ExitCode::from(2)
 }

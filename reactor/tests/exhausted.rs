@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actionwire_reactor::EndpointKind;
 
-use toy::{Harness, client, read_n, say};
+use toy::{Harness, read_n, say};
 
 /// Descriptors this process has open now.
 fn open_fds() -> u64 {
@@ -34,6 +34,9 @@ fn accepting_pauses_when_descriptors_run_out_and_resumes_after_the_back_off() {
     let saved = lim;
     lim.rlim_cur = (open_fds() + 32).min(saved.rlim_cur);
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    // The client's socket exists before the table fills: connecting needs no descriptor.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("client socket");
     let mut filler = Vec::new();
     loop {
         match File::open("/dev/null") {
@@ -43,9 +46,9 @@ fn accepting_pauses_when_descriptors_run_out_and_resumes_after_the_back_off() {
         }
         assert!(filler.len() < 10_000, "the limit did not hold");
     }
-    // Room for exactly one descriptor: the client's socket. The server's accept finds none.
-    filler.pop();
-    let mut c = client(h.plain);
+    // No descriptor left: the server's accept finds none.
+    socket.connect(&h.plain.into()).expect("connect");
+    let mut c: std::net::TcpStream = socket.into();
     let deadline = Instant::now() + Duration::from_secs(20);
     while h.stats.accept_failures.load(Ordering::Relaxed) == 0 {
         assert!(Instant::now() < deadline, "the accept never failed");

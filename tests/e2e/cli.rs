@@ -81,6 +81,11 @@ fn bad_configuration_is_refused_with_the_key_named() {
         assert_eq!(out.status.code(), Some(2), "{json}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{json}: {err}");
+        assert_eq!(err.lines().count(), 1, "said once: {err}");
+        assert!(
+            err.starts_with("actionwire: configuration error: "),
+            "{err}"
+        );
     }
     let out = run_bounded(Command::new(BIN).args(["--port", "70000"]));
     assert!(!out.status.success());
