@@ -271,6 +271,39 @@ impl Default for Socket {
     }
 }
 
+/// Paths a configuration file sets are relative to the file's own directory, so a server
+/// started from any working directory (a service manager, `cargo install`) finds what the
+/// file names; paths from the defaults and from flags stay relative to the working directory.
+fn resolve_relative_paths(cfg: &mut Config, text: &str, base: &Path) {
+    let Ok(file) = serde_json::from_str::<serde_json::Value>(text) else {
+        return; // unreachable: the same text parsed as a Config just before
+    };
+    let set = |pointer: &str| file.pointer(pointer).is_some();
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if set("/general/paths/public") {
+        cfg.general.paths.public.iter_mut().for_each(resolve);
+    }
+    let servers = &mut cfg.servers;
+    for (name, opts) in [
+        ("socket", &mut servers.socket.server_options),
+        ("socketTls", &mut servers.socket_tls.server_options),
+    ] {
+        for (field, path) in [
+            ("cert", &mut opts.cert),
+            ("key", &mut opts.key),
+            ("ca", &mut opts.ca),
+        ] {
+            if set(&format!("/servers/{name}/serverOptions/{field}")) {
+                path.iter_mut().for_each(resolve);
+            }
+        }
+    }
+}
+
 /// `serverOptions.*`: TLS material (PEM file paths).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -345,10 +378,12 @@ impl Config {
                 format!("cannot read config file {}: {e}", path.display()),
             )
         })?;
-        Config::from_json(&text).map_err(|mut e| {
+        let mut cfg = Config::from_json(&text).map_err(|mut e| {
             e.message = format!("{} (in {})", e.message, path.display());
             e
-        })
+        })?;
+        resolve_relative_paths(&mut cfg, &text, path.parent().unwrap_or(Path::new("")));
+        Ok(cfg)
     }
 
     /// Checks values that types alone cannot rule out.
@@ -581,5 +616,32 @@ mod tests {
     fn missing_file_is_named() {
         let e = Config::load(Path::new("/nonexistent/actionwire.json")).expect_err("missing");
         assert!(e.message.contains("/nonexistent/actionwire.json"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("aw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.json");
+        std::fs::write(
+            &file,
+            r#"{"general":{"paths":{"public":["www","/srv/abs"]}},
+               "servers":{"socketTls":{"serverOptions":{"cert":"tls/cert.pem","key":"/etc/k.pem"}}}}"#,
+        )
+        .expect("write");
+        let c = Config::load(&file).expect("loads");
+        assert_eq!(
+            c.general.paths.public,
+            [dir.join("www"), PathBuf::from("/srv/abs")]
+        );
+        let tls = &c.servers.socket_tls.server_options;
+        assert_eq!(tls.cert, Some(dir.join("tls/cert.pem")));
+        assert_eq!(tls.key, Some(PathBuf::from("/etc/k.pem")));
+        assert_eq!(tls.ca, None);
+        // What the file does not set keeps its default, relative to the working directory.
+        std::fs::write(&file, r#"{"general":{"welcomeMessage":"hi"}}"#).expect("write");
+        let c = Config::load(&file).expect("loads");
+        assert_eq!(c.general.paths.public, [PathBuf::from("public")]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
