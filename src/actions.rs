@@ -293,6 +293,8 @@ pub struct Api {
     pub cache: Cache,
     pub server_id: String,
     pub(crate) started: Instant,
+    /// Seconds since the Unix epoch at start (`process_start_time_seconds`).
+    pub(crate) started_unix: f64,
     pub(crate) reactor: Arc<ReactorStats>,
     pub(crate) rooms: AtomicUsize,
     pub(crate) pending_actions: AtomicUsize,

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod files;
 pub mod limits;
 mod metrics;
+mod process;
 pub mod rooms;
 mod session;
 pub mod time;
@@ -147,6 +148,7 @@ impl ServerBuilder {
             cache: Cache::new(g.cache_max_entries),
             server_id,
             started: Instant::now(),
+            started_unix: process::unix_now(),
             reactor: Arc::clone(&stats),
             rooms: AtomicUsize::new(0),
             pending_actions: AtomicUsize::new(0),

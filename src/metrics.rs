@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use actionwire_reactor::{CloseReason, LOOP_TURN_BOUNDS_US, ReactorStats};
 
+use crate::process::ProcessStats;
 use crate::session::ListenerKind;
 
 /// How an action call ended.
@@ -27,12 +28,40 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::InvalidInput => "invalid_input",
             Outcome::Error => "error",
             Outcome::Panic => "panic",
+        }
+    }
+}
+
+/// Why an action call was refused before it ran: the `reason` label of
+/// `actionwire_actions_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No such action (or no such `apiVersion` of it).
+    UnknownAction,
+    /// The connection has `simultaneousActions` calls pending.
+    TooManyPending,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    pub(crate) const ALL: [Refusal; 3] = [
+        Refusal::UnknownAction,
+        Refusal::TooManyPending,
+        Refusal::ShuttingDown,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownAction => "unknown_action",
+            Refusal::TooManyPending => "too_many_pending",
+            Refusal::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -48,6 +77,15 @@ pub(crate) struct Gauges {
     pub rooms: usize,
     pub room_members: usize,
     pub worker_queue: usize,
+    pub process: ProcessStats,
+    pub started_unix: f64,
+}
+
+/// One action's duration histogram.
+#[derive(Default)]
+struct Durations {
+    buckets: [u64; ACTION_BOUNDS_S.len() + 1],
+    sum: f64,
 }
 
 #[derive(Default)]
@@ -58,9 +96,9 @@ pub(crate) struct Metrics {
     pub lines: u64,
     pub http_requests: HashMap<u16, u64>,
     actions: HashMap<(Arc<str>, Outcome), u64>,
-    pub actions_refused: u64,
-    action_buckets: [u64; ACTION_BOUNDS_S.len() + 1],
-    action_seconds_sum: f64,
+    refused: [u64; Refusal::ALL.len()],
+    /// Duration histograms by action (registered names only: a bounded label set).
+    durations: HashMap<Arc<str>, Durations>,
     pub chat_messages: u64,
     pub chat_deliveries: u64,
 }
@@ -76,8 +114,13 @@ impl Metrics {
             .iter()
             .position(|&b| seconds <= b)
             .unwrap_or(ACTION_BOUNDS_S.len());
-        self.action_buckets[i] += 1;
-        self.action_seconds_sum += seconds;
+        let d = self.durations.entry(Arc::clone(name)).or_default();
+        d.buckets[i] += 1;
+        d.sum += seconds;
+    }
+
+    pub(crate) fn refused(&mut self, why: Refusal) {
+        self.refused[why as usize] += 1;
     }
 
     /// The whole exposition.
@@ -171,21 +214,40 @@ impl Metrics {
                 outcome.label()
             );
         }
-        counter(
+        head(
             &mut o,
             "actionwire_actions_refused_total",
-            "Action calls refused before running (unknown, too many pending, shutting down).",
-            self.actions_refused,
+            "counter",
+            "Action calls refused before running, by reason.",
         );
-        let counts = self.action_buckets;
-        histogram(
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                o,
+                "actionwire_actions_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.refused[r as usize]
+            );
+        }
+        head(
             &mut o,
             "actionwire_action_duration_seconds",
-            "Time actions spent on a worker.",
-            &ACTION_BOUNDS_S,
-            &counts,
-            self.action_seconds_sum,
+            "histogram",
+            "Time actions spent on a worker, by action.",
         );
+        let mut names: Vec<&Arc<str>> = self.durations.keys().collect();
+        names.sort();
+        for name in names {
+            let d = &self.durations[name];
+            let labels = format!("action=\"{}\",", escape(name));
+            histogram_series(
+                &mut o,
+                "actionwire_action_duration_seconds",
+                &labels,
+                &ACTION_BOUNDS_S,
+                &d.buckets,
+                d.sum,
+            );
+        }
         gauge(
             &mut o,
             "actionwire_pending_actions",
@@ -259,6 +321,7 @@ impl Metrics {
             &turns,
             load(&stats.loop_turn_ns_sum) as f64 / 1e9,
         );
+        process_families(&mut o, g);
         o
     }
 }
@@ -280,17 +343,88 @@ fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
 
 /// Cumulative buckets from per-bucket counts (the last count is above every bound).
 fn histogram(o: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
-    debug_assert_eq!(bounds.len() + 1, counts.len());
     head(o, name, "histogram", help);
+    histogram_series(o, name, "", bounds, counts, sum);
+}
+
+/// One histogram's samples; `labels` is empty or ends with a comma (`action="x",`).
+fn histogram_series(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
+    debug_assert_eq!(bounds.len() + 1, counts.len());
+    debug_assert!(labels.is_empty() || labels.ends_with(','));
     let mut cumulative = 0;
     for (b, c) in bounds.iter().zip(counts) {
         cumulative += c;
-        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        let _ = writeln!(o, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
     }
     cumulative += counts.last().copied().unwrap_or(0);
-    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(o, "{name}_sum {sum}");
-    let _ = writeln!(o, "{name}_count {cumulative}");
+    let _ = writeln!(o, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+    let plain = labels.trim_end_matches(',');
+    let braces = if plain.is_empty() {
+        String::new()
+    } else {
+        format!("{{{plain}}}")
+    };
+    let _ = writeln!(o, "{name}_sum{braces} {sum}");
+    let _ = writeln!(o, "{name}_count{braces} {cumulative}");
+}
+
+/// The build, and the `process_*` families with the names and units of the official
+/// Prometheus clients.
+fn process_families(o: &mut String, g: &Gauges) {
+    head(
+        o,
+        "actionwire_build_info",
+        "gauge",
+        "Always 1; the labels say which build runs.",
+    );
+    let _ = writeln!(
+        o,
+        "actionwire_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let p = &g.process;
+    if let Some(v) = p.resident_bytes {
+        gauge(
+            o,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            v,
+        );
+    }
+    if let Some(v) = p.cpu_seconds {
+        head(
+            o,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(o, "process_cpu_seconds_total {v}");
+    }
+    if let Some(v) = p.open_fds {
+        gauge(o, "process_open_fds", "Number of open file descriptors.", v);
+    }
+    if let Some(v) = p.max_fds {
+        gauge(
+            o,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            v,
+        );
+    }
+    head(
+        o,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    );
+    let _ = writeln!(o, "process_start_time_seconds {:.3}", g.started_unix);
 }
 
 /// Label values escape backslash, quote and newline.

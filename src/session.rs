@@ -85,6 +85,21 @@ impl Session {
     fn pending_actions(&mut self) -> u32 {
         *self.pending_actions_mut()
     }
+
+    /// The connection id clients see (`id` in `detailsView`), for log lines.
+    fn client_id(&self) -> uuid::Uuid {
+        match self {
+            Session::Socket(s) => s.uuid(),
+            Session::Http(h) => h.uuid(),
+        }
+    }
+
+    fn peer(&self) -> SocketAddr {
+        match self {
+            Session::Socket(s) => s.peer(),
+            Session::Http(h) => h.peer(),
+        }
+    }
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -168,7 +183,16 @@ impl Handler for App {
     }
 
     fn on_open(&mut self, core: &mut Core<Self>, id: ConnId) {
-        if let Some(Session::Socket(_)) = core.session(id) {
+        let Some(session) = core.session(id) else {
+            return;
+        };
+        log::debug!(
+            "{} connected from {} ({}, {id:?})",
+            session.client_id(),
+            session.peer(),
+            session.kind().label()
+        );
+        if let Session::Socket(_) = session {
             core.send(id, &self.state.welcome);
         }
     }
@@ -218,6 +242,13 @@ impl Handler for App {
         state
             .metrics
             .action(&done.action, done.outcome, done.seconds);
+        log::debug!(
+            "{} action {} {} in {:.3} ms",
+            session_id(core, id),
+            done.action,
+            done.outcome.label(),
+            done.seconds * 1000.0
+        );
         match done.reply {
             Reply::Socket(bytes) => {
                 core.send_owned(id, bytes);
@@ -237,6 +268,11 @@ impl Handler for App {
         mut session: Session,
         reason: CloseReason,
     ) {
+        log::debug!(
+            "{} ({}) closed: {reason} ({id:?})",
+            session.client_id(),
+            session.peer()
+        );
         let state = &mut self.state;
         state.metrics.open[session.kind().index()] -= 1;
         state.metrics.closed(reason);
@@ -304,4 +340,10 @@ impl Handler for App {
     fn on_event(&mut self, _core: &mut Core<Self>, event: Infallible) {
         match event {}
     }
+}
+
+/// The client-visible id of `id`'s connection, or `-` when it is gone (log lines only).
+pub(crate) fn session_id(core: &AppCore, id: ConnId) -> String {
+    core.session(id)
+        .map_or_else(|| "-".to_string(), |s| s.client_id().to_string())
 }

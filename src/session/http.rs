@@ -19,7 +19,8 @@ use actionwire_proto::http::{Head, Parsed, parse, reason};
 
 use super::{AppCore, Session, State};
 use crate::actions::{ConnectionInfo, Job, ReplyFormat};
-use crate::metrics::Gauges;
+use crate::metrics::{Gauges, Refusal};
+use crate::process::ProcessStats;
 
 /// Limits of the web listener.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,14 @@ pub(crate) struct HttpSession {
 }
 
 impl HttpSession {
+    pub(super) fn uuid(&self) -> uuid::Uuid {
+        self.uuid
+    }
+
+    pub(super) fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+
     pub(super) fn new(peer: std::net::SocketAddr) -> HttpSession {
         HttpSession {
             uuid: uuid::Uuid::new_v4(),
@@ -229,6 +238,8 @@ impl State {
                     rooms: self.rooms.len(),
                     room_members: self.rooms.members_total(),
                     worker_queue: core.jobs_in_flight(),
+                    process: ProcessStats::read(),
+                    started_unix: self.api.started_unix,
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
                 Answer {
@@ -288,11 +299,11 @@ impl State {
             }
         }
         if core.is_shutting_down() {
-            self.metrics.actions_refused += 1;
+            self.metrics.refused(Refusal::ShuttingDown);
             return Some(Answer::error(503, "the server is shutting down", false));
         }
         let Some(action) = self.registry.find(name, params.get("apiVersion")).cloned() else {
-            self.metrics.actions_refused += 1;
+            self.metrics.refused(Refusal::UnknownAction);
             let msg = "unknown action or invalid apiVersion";
             return Some(Answer::error(404, msg, keep_alive));
         };

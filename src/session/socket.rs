@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::{AppCore, Session, State};
 use crate::actions::{ConnectionInfo, Job, MessageId, ReplyFormat};
+use crate::metrics::Refusal;
 use crate::rooms::JoinError;
 use crate::time::now_ms;
 
@@ -139,6 +140,14 @@ impl SocketSession {
 
     fn id_string(&self) -> String {
         self.uuid.to_string()
+    }
+
+    pub(super) fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// The protocol reference's "Counters": the request's own `params.messageId`, else the sticky one, else fresh.
@@ -284,6 +293,7 @@ impl State {
         mid: &str,
     ) -> Flow {
         let word = request::first_word(args).0;
+        log::debug!("{} verb {}", super::session_id(core, id), verb.name());
         match verb {
             Verb::Quit | Verb::Exit => {
                 self.bye_and_close(core, id, None, CloseReason::Quit);
@@ -519,11 +529,23 @@ impl State {
         };
         s.total_actions += 1;
         if shutting_down {
-            self.metrics.actions_refused += 1;
+            self.metrics.refused(Refusal::ShuttingDown);
+            log::debug!(
+                "{} action {} refused: {}",
+                super::session_id(core, id),
+                name.unwrap_or("-"),
+                Refusal::ShuttingDown.label()
+            );
             return self.error(core, id, "the server is shutting down", count, mid.as_str());
         }
         if s.pending_actions >= limit {
-            self.metrics.actions_refused += 1;
+            self.metrics.refused(Refusal::TooManyPending);
+            log::debug!(
+                "{} action {} refused: {}",
+                super::session_id(core, id),
+                name.unwrap_or("-"),
+                Refusal::TooManyPending.label()
+            );
             return self.error(
                 core,
                 id,
@@ -535,7 +557,13 @@ impl State {
         let params = request_params.unwrap_or_else(|| s.params_object());
         let Some(action) = name.and_then(|n| self.registry.find(n, params.get("apiVersion")))
         else {
-            self.metrics.actions_refused += 1;
+            self.metrics.refused(Refusal::UnknownAction);
+            log::debug!(
+                "{} action {} refused: {}",
+                super::session_id(core, id),
+                name.unwrap_or("-"),
+                Refusal::UnknownAction.label()
+            );
             return self.error(
                 core,
                 id,

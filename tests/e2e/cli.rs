@@ -328,3 +328,36 @@ fn a_flag_wins_over_the_environment_which_wins_over_the_file() {
     assert!(all_three.contains("setKeepAlive true;"), "{all_three}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn debug_logs_name_the_client_visible_connection_id() {
+    let srv = ChildServer::spawn("true", &["--log-level", "debug"]);
+    let mut c = Client::connect(srv.addr);
+    let id = ok_data(&c.request("detailsView"))["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    c.request("roomAdd defaultRoom");
+    c.request("randomNumber");
+    c.request("noSuchAction");
+    c.send("quit");
+    c.line();
+    c.expect_closed();
+    drop(c);
+    for line in [
+        format!("{id} connected from 127.0.0.1:"),
+        format!("{id} verb roomAdd"),
+        format!("{id} action randomNumber ok in "),
+        format!("{id} action noSuchAction refused: unknown_action"),
+        format!("{id} (127.0.0.1:"),
+    ] {
+        wait_until(&format!("a log line with {line:?}"), || srv.logged(&line));
+    }
+    wait_until("the close line", || {
+        srv.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(&id) && l.contains("closed: quit"))
+    });
+}

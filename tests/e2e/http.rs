@@ -402,7 +402,14 @@ fn metrics_move_when_what_they_count_happens() {
         delta(r#"actionwire_actions_total{action="randomNumber",outcome="ok"}"#),
         2.0
     );
-    assert_eq!(delta("actionwire_actions_refused_total"), 1.0);
+    assert_eq!(
+        delta(r#"actionwire_actions_refused_total{reason="unknown_action"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"actionwire_actions_refused_total{reason="too_many_pending"}"#),
+        0.0
+    );
     assert_eq!(delta("actionwire_chat_messages_total"), 1.0);
     assert_eq!(delta("actionwire_chat_deliveries_total"), 1.0);
     assert_eq!(delta("actionwire_lines_received_total"), 4.0);
@@ -412,10 +419,47 @@ fn metrics_move_when_what_they_count_happens() {
     );
     assert_eq!(metric(&after, "actionwire_room_members"), 1.0);
     assert_eq!(metric(&after, "actionwire_rooms"), 2.0);
-    assert!(delta("actionwire_action_duration_seconds_count") >= 2.0);
+    assert_eq!(
+        delta(r#"actionwire_action_duration_seconds_count{action="randomNumber"}"#),
+        2.0
+    );
+    assert_eq!(
+        delta(r#"actionwire_action_duration_seconds_bucket{action="randomNumber",le="+Inf"}"#),
+        2.0
+    );
     assert!(delta("actionwire_received_bytes_total") > 0.0);
     assert!(metric(&after, r#"actionwire_loop_turn_seconds_bucket{le="+Inf"}"#) > 0.0);
     assert!(delta(r#"actionwire_http_requests_total{code="200"}"#) >= 2.0);
+    assert_eq!(
+        metric(
+            &after,
+            &format!(
+                r#"actionwire_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    // This test process is the server's: its resources are the server's.
+    assert!(metric(&after, "process_resident_memory_bytes") > 1e6);
+    assert!(metric(&after, "process_open_fds") >= 2.0);
+    assert!(metric(&after, "process_max_fds") >= metric(&after, "process_open_fds"));
+    // CPU time moves in 10 ms ticks: a young test process may not have used one yet.
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")),
+        "{after}"
+    );
+    let started = metric(&after, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started > now - 600.0 && started <= now,
+        "{started} vs {now}"
+    );
     c.send("quit");
     c.line();
     c.expect_closed();
@@ -434,7 +478,10 @@ fn metrics_move_when_what_they_count_happens() {
     // Every sample line is `name{labels} value` or `name value`, after HELP/TYPE lines.
     for l in after.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = l.rsplit_once(' ').expect("sample");
-        assert!(name.starts_with("actionwire_"), "{l}");
+        assert!(
+            name.starts_with("actionwire_") || name.starts_with("process_"),
+            "{l}"
+        );
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
 }
