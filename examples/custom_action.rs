@@ -1,11 +1,13 @@
 //! A server with an action of your own, next to the built-in ones.
 //!
 //! ```text
-//! cargo run --example custom_action
+//! cargo run --example custom_action -- --port 5000 --log-level debug
 //! nc localhost 5000
 //! {"action":"add","params":{"a":2,"b":40}}
 //! {"sum":42,"context":"response","messageCount":1,"messageId":"…"}
 //! ```
+
+use std::process::ExitCode;
 
 use actionwire::{Action, Config, Input, Server};
 use serde_json::{Value, json};
@@ -23,10 +25,7 @@ fn number(v: Value) -> Result<Value, String> {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    simple_logger::SimpleLogger::new()
-        .with_level(log::LevelFilter::Info)
-        .init()?;
+fn main() -> ExitCode {
     let add = Action::new("add", |data| {
         let a = data.params["a"].as_f64().unwrap_or(0.0);
         let b = data.params["b"].as_f64().unwrap_or(0.0);
@@ -38,8 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .input(Input::new("b").required().formatter(number))
     .output_example(json!({"sum": 42}));
 
-    let server = Server::builder(Config::default()).action(add).build()?;
-    log::info!("{}", server.describe());
-    server.run()?;
-    Ok(())
+    // The whole `actionwire` command line around this server: flags (`--port`, `--config`,
+    // `--log-level`, …), `ACTIONWIRE_*` variables, logging, signals and `bench`.
+    actionwire::cli::run(Server::builder(Config::default()).action(add))
 }

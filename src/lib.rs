@@ -26,6 +26,8 @@
 pub mod actions;
 pub mod builtin;
 pub mod cache;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod files;
 pub mod limits;
 mod metrics;
@@ -91,6 +93,17 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// The configuration the server will be built with, to adjust.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// Replaces the configuration (the actions stay).
+    pub fn with_config(mut self, config: Config) -> ServerBuilder {
+        self.config = config;
+        self
+    }
+
     /// Adds an action next to the built-in ones.
     pub fn action(mut self, action: Action) -> ServerBuilder {
         self.actions.push(action);

@@ -433,13 +433,17 @@ impl ChildServer {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().map(str::parse::<SocketAddr>);
-                    if let Some(Ok(a)) = addr {
-                        let _ = tx.send(a);
-                    }
-                }
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                // Logged before the address is handed over: the start line is in the log
+                // by the time `spawn` returns.
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                if let Some(a) = addr {
+                    let _ = tx.send(a);
+                }
             }
         });
         let addr = rx.recv_timeout(GUARD).expect("the server logs its address");
