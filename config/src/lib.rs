@@ -644,4 +644,12 @@ mod tests {
         assert_eq!(c.general.paths.public, [PathBuf::from("public")]);
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn the_shipped_example_configuration_is_valid() {
+        let c = Config::from_json(include_str!("../../deploy/config.example.json"))
+            .expect("deploy/config.example.json parses and validates");
+        assert_eq!(c.general.server_id, "edge-1");
+        assert!(c.servers.web.enabled);
+    }
 }
