@@ -295,6 +295,12 @@ pub struct Api {
     pub(crate) started: Instant,
     /// Seconds since the Unix epoch at start (`process_start_time_seconds`).
     pub(crate) started_unix: f64,
+    /// Loop lag, worker queue and drain state for `/status`.
+    pub health: crate::health::Health,
+    /// `maxConnections` as in effect (after 0 was resolved).
+    pub(crate) max_connections: usize,
+    /// Worker threads.
+    pub(crate) workers: usize,
     pub(crate) reactor: Arc<ReactorStats>,
     pub(crate) rooms: AtomicUsize,
     pub(crate) pending_actions: AtomicUsize,

@@ -183,8 +183,9 @@ fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
         r.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         r.insert("uptime".into(), json!(api.uptime_ms()));
         r.insert("consumedMemoryMB".into(), json!(consumed_memory_mb()));
-        r.insert("nodeStatus".into(), json!("Node Healthy"));
-        r.insert("problems".into(), json!([]));
+        let (status, problems, _) = crate::health::node_status(api);
+        r.insert("nodeStatus".into(), json!(status));
+        r.insert("problems".into(), json!(problems));
         r.insert("connections".into(), json!(api.connections()));
         r.insert("rooms".into(), json!(api.rooms()));
         r.insert("pendingActions".into(), json!(api.pending_actions()));

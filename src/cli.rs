@@ -262,7 +262,7 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     // Handlers first: a supervisor may signal as soon as it reads the start line.
-    if let Err(e) = install_signal_handlers(server.shutdown_handle(), server.tls_reloader()) {
+    if let Err(e) = install_signal_handlers(server.stop_handle(), server.tls_reloader()) {
         log::warn!("cannot install signal handlers ({e}); stop the server with SIGKILL");
     }
     log::info!("{}", server.describe());
@@ -279,10 +279,11 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once (status 130).
+/// SIGINT/SIGTERM start a graceful shutdown (after the drain, when configured); a second one
+/// exits at once (status 130).
 /// SIGHUP reloads every TLS listener's certificate and key; it never stops the server.
 fn install_signal_handlers(
-    handle: crate::ShutdownHandle,
+    handle: crate::StopHandle,
     tls: crate::tls::TlsReloader,
 ) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -299,7 +300,7 @@ fn install_signal_handlers(
                 stops += 1;
                 if stops == 1 {
                     log::info!("signal {sig} received: shutting down gracefully");
-                    handle.shutdown();
+                    handle.stop();
                 } else {
                     log::warn!("second signal {sig}: exiting now");
                     std::process::exit(130);

@@ -29,6 +29,7 @@ pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod files;
+pub mod health;
 pub mod limits;
 mod metrics;
 mod process;
@@ -162,6 +163,9 @@ impl ServerBuilder {
             server_id,
             started: Instant::now(),
             started_unix: process::unix_now(),
+            health: health::Health::default(),
+            max_connections,
+            workers,
             reactor: Arc::clone(&stats),
             rooms: AtomicUsize::new(0),
             pending_actions: AtomicUsize::new(0),
@@ -193,6 +197,15 @@ impl ServerBuilder {
         };
         let app = App::new(scan, settings, registry, rooms, public, Arc::clone(&api));
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
+        // The first loop-lag probe; each one sets the next (see health.rs).
+        if let Err(e) = reactor.core_mut().set_timer(
+            health::LAG_PROBE_INTERVAL,
+            session::AppEvent::LagProbe {
+                due: Instant::now() + health::LAG_PROBE_INTERVAL,
+            },
+        ) {
+            log::warn!("loop lag probe not started: {e}");
+        }
         let mut bound = Vec::new();
         let mut cert_stores = Vec::new();
         for l in listeners(&cfg)? {
@@ -313,6 +326,47 @@ struct Summary {
     public: Vec<std::path::PathBuf>,
 }
 
+/// Stops a running server from any thread: drain (when configured), then the graceful
+/// shutdown. See [`Server::stop_handle`].
+#[derive(Clone)]
+pub struct StopHandle {
+    api: Arc<Api>,
+    shutdown: ShutdownHandle,
+    drain: Duration,
+}
+
+impl StopHandle {
+    /// Starts stopping; returns at once. A second call while draining does nothing more
+    /// (use [`Server::shutdown_handle`] to cut the drain short).
+    pub fn stop(&self) {
+        if self.drain.is_zero() {
+            self.shutdown.shutdown();
+            return;
+        }
+        if self.api.health.is_draining() {
+            return;
+        }
+        self.api.health.set_draining();
+        log::info!(
+            "draining for {:?}: /status answers 503, clients are still served",
+            self.drain
+        );
+        let (shutdown, drain) = (self.shutdown.clone(), self.drain);
+        let timer = std::thread::Builder::new()
+            .name("actionwire-drain".into())
+            .spawn(move || {
+                // A dedicated thread whose only job is this wait.
+                std::thread::sleep(drain);
+                log::info!("drain over");
+                shutdown.shutdown();
+            });
+        if let Err(e) = timer {
+            log::error!("cannot time the drain ({e}): shutting down now");
+            self.shutdown.shutdown();
+        }
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Server {
     reactor: Reactor<App>,
@@ -351,6 +405,17 @@ impl Server {
     /// A handle that shuts the server down gracefully from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.reactor.shutdown_handle()
+    }
+
+    /// A handle that stops the server as SIGTERM does: with `general.drainSeconds`, it first
+    /// drains (everything keeps working while `/status` answers 503), then shuts down
+    /// gracefully.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            api: Arc::clone(&self.api),
+            shutdown: self.reactor.shutdown_handle(),
+            drain: Duration::from_secs(self.config.general.drain_seconds),
+        }
     }
 
     /// A handle that reloads every TLS listener's certificate and key from any thread

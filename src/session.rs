@@ -5,10 +5,10 @@
 //! the front door). Worker completions, timeouts, closes and shutdown are routed to the
 //! protocol they belong to. Every session and the room index live on the loop thread.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use actionwire_proto::ScanConfig;
 use actionwire_proto::encode;
@@ -102,6 +102,13 @@ impl Session {
     }
 }
 
+/// Server-level events of the application's loop.
+#[derive(Debug)]
+pub(crate) enum AppEvent {
+    /// The loop-lag probe's timer (see health.rs), due at `due`.
+    LagProbe { due: Instant },
+}
+
 /// Settings the session layer needs, fixed at start.
 pub(crate) struct Settings {
     pub welcome: String,
@@ -167,7 +174,7 @@ impl Handler for App {
     type Session = Session;
     type Completion = Done;
     /// Nothing reaches the application from outside the loop yet.
-    type Event = Infallible;
+    type Event = AppEvent;
     type Tag = ListenerKind;
 
     fn new_session(&mut self, _id: ConnId, peer: SocketAddr, kind: ListenerKind) -> Session {
@@ -337,8 +344,21 @@ impl Handler for App {
         }
     }
 
-    fn on_event(&mut self, _core: &mut Core<Self>, event: Infallible) {
-        match event {}
+    fn on_event(&mut self, core: &mut Core<Self>, event: AppEvent) {
+        match event {
+            AppEvent::LagProbe { due } => {
+                let health = &self.state.api.health;
+                health.record_lag(due, Instant::now());
+                health.record_jobs(core.jobs_in_flight());
+                let next = Instant::now() + crate::health::LAG_PROBE_INTERVAL;
+                if let Err(e) = core.set_timer(
+                    crate::health::LAG_PROBE_INTERVAL,
+                    AppEvent::LagProbe { due: next },
+                ) {
+                    log::warn!("loop lag probe stopped: {e}");
+                }
+            }
+        }
     }
 }
 

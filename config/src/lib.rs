@@ -67,6 +67,9 @@ pub struct General {
     pub simultaneous_actions: u32,
     /// Milliseconds to wait for pending actions at shutdown.
     pub pending_shutdown_wait_limit: u64,
+    /// Seconds to keep serving after SIGTERM/SIGINT while `/status` answers 503 (so a load
+    /// balancer stops sending new clients) before the graceful shutdown begins; 0 = none.
+    pub drain_seconds: u64,
     /// Accept any `paramAdd` key and pass every param to actions.
     pub disable_param_scrubbing: bool,
     /// Rooms one connection may be in at once.
@@ -94,6 +97,7 @@ impl Default for General {
             auto_create_rooms: false,
             simultaneous_actions: 5,
             pending_shutdown_wait_limit: 5000,
+            drain_seconds: 0,
             disable_param_scrubbing: false,
             max_rooms_per_connection: 100,
             max_params_per_connection: 100,

@@ -228,7 +228,12 @@ impl State {
             "/status" | "/metrics" if !matches!(method, "GET" | "HEAD") => not_allowed("GET, HEAD"),
             "/status" => {
                 let fields = crate::builtin::status_fields(&self.api);
-                let status = if core.is_shutting_down() { 503 } else { 200 };
+                let (_, _, serving) = crate::health::node_status(&self.api);
+                let status = if serving && !core.is_shutting_down() {
+                    200
+                } else {
+                    503
+                };
                 let body = serde_json::to_vec(&fields).unwrap_or_default();
                 Answer::json(status, body, keep_alive)
             }

@@ -577,3 +577,44 @@ fn the_header_timeout_does_not_apply_between_requests() {
     s.write_all(b"GET /status HTTP/1.1\r\n\r\n").expect("write");
     assert_eq!(read_response(&mut r).status, 200);
 }
+
+#[test]
+fn status_is_503_with_the_problem_when_connections_near_max_connections() {
+    let (srv, web) = web_server(|c| c.servers.socket.max_connections = 20);
+    // A fresh agent connection per request would count too: one raw connection, closed each time.
+    let status = || {
+        let mut conn = std::net::TcpStream::connect(web).expect("connect");
+        std::io::Write::write_all(&mut conn, b"GET /status HTTP/1.0\r\n\r\n").expect("write");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut text).expect("read");
+        let code: u16 = text[9..12].parse().expect("status code");
+        let body: Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+        (code, body)
+    };
+    // 17 socket clients + the status request = 18 of 20: 90 %, still healthy.
+    let mut held: Vec<Client> = (0..17).map(|_| srv.client()).collect();
+    let (code, body) = status();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["nodeStatus"], "Node Healthy");
+    assert_eq!(body["problems"], serde_json::json!([]));
+    // 19 of 20: over 90 %.
+    held.push(srv.client());
+    let (code, body) = status();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["nodeStatus"], "Node Unhealthy");
+    assert_eq!(
+        body["problems"],
+        serde_json::json!(["19 connections open of maxConnections 20 (over 90%)"])
+    );
+    // The status action over the socket says the same.
+    let v = held[0].request("status");
+    assert_eq!(v["nodeStatus"], "Node Unhealthy");
+    // Back under: healthy again (the server counts a close once it has seen our FIN).
+    for mut c in held.drain(..3) {
+        c.send("quit");
+        c.line();
+        c.expect_closed();
+    }
+    wait_until("healthy again", || status().0 == 200);
+}

@@ -196,3 +196,70 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(presented_certificate(srv.addr, &roots), rotated);
     assert_eq!(ok_data(&old.request("roomLeave defaultRoom")), true);
 }
+
+/// The HTTP address from a child server's start line (`…, and HTTP on ADDR; …`).
+fn web_addr_of(srv: &ChildServer) -> SocketAddr {
+    let log = srv.log.lock().unwrap_or_else(|p| p.into_inner());
+    let line = log
+        .iter()
+        .find(|l| l.contains(" listening on "))
+        .expect("start line");
+    let rest = line
+        .split("and HTTP on ")
+        .nth(1)
+        .expect("HTTP listener in the start line");
+    let addr: String = rest
+        .chars()
+        .take_while(|c| !matches!(c, ';' | ')' | ','))
+        .collect();
+    addr.parse().expect("HTTP address")
+}
+
+fn http_status(web: SocketAddr) -> (u16, serde_json::Value) {
+    let mut conn = TcpStream::connect(web).expect("connect");
+    conn.write_all(b"GET /status HTTP/1.0\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read");
+    let code = text[9..12].parse().expect("status code");
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    (code, serde_json::from_str(body).expect("json"))
+}
+
+#[test]
+fn sigterm_with_drain_seconds_keeps_serving_while_status_says_503() {
+    let scratch = Scratch::new("drain");
+    let config = scratch.file("config.json", br#"{"general":{"drainSeconds":1}}"#);
+    let srv = ChildServer::spawn(
+        "true",
+        &[
+            "--log-level",
+            "info",
+            "--web-port",
+            "0",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    );
+    let web = web_addr_of(&srv);
+    assert_eq!(http_status(web).0, 200);
+    let mut c = Client::connect(srv.addr);
+    srv.signal(libc::SIGTERM);
+    wait_until("/status draining", || {
+        let (code, body) = http_status(web);
+        code == 503 && body["nodeStatus"] == "Node Draining"
+    });
+    // Still served while draining, on a connection old or new.
+    assert_eq!(ok_data(&c.request("paramView x")), serde_json::Value::Null);
+    let mut late = Client::connect(srv.addr);
+    assert_eq!(
+        ok_data(&late.request("paramView x")),
+        serde_json::Value::Null
+    );
+    // Then the graceful shutdown: Bye, and a clean exit.
+    assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
+    assert_eq!(late.line(), r#"{"status":"Bye!","context":"api"}"#);
+    let mut child = srv;
+    assert!(wait_bounded(&mut child.child).success());
+    assert!(child.logged("drain over"));
+}
