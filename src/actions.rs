@@ -349,6 +349,11 @@ impl Api {
         self.reactor.closed_output_limit.load(Ordering::Relaxed)
     }
 
+    /// Connections closed because a PROXY protocol header was expected and not sent.
+    pub fn proxy_failures(&self) -> u64 {
+        self.reactor.proxy_failures.load(Ordering::Relaxed)
+    }
+
     /// TLS handshakes completed since start.
     pub fn tls_handshakes(&self) -> u64 {
         self.reactor.tls_handshakes.load(Ordering::Relaxed)

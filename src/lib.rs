@@ -268,8 +268,9 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
         Ok(SocketAddr::new(ip, port))
     };
     // Every socket listener shares the protocol's timers; only TLS differs.
-    let socket = |tls: Option<&tls::ListenerTls>| ListenerOptions {
+    let socket = |tls: Option<&tls::ListenerTls>, proxy_protocol: bool| ListenerOptions {
         tls: tls.map(|t| Arc::clone(&t.config)),
+        proxy_protocol,
         keepalive_interval: Duration::from_millis(s.keep_alive_interval),
         idle_timeout: Duration::from_millis(s.idle_timeout),
         handshake_timeout: Duration::from_millis(s.handshake_timeout),
@@ -288,7 +289,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
             ListenerKind::Socket
         },
         addr: addr("servers.socket", None, s.port)?,
-        options: socket(main_tls.as_ref()),
+        options: socket(main_tls.as_ref(), s.proxy_protocol),
         certs: main_tls.map(|t| t.certs),
     });
     let t = &cfg.servers.socket_tls;
@@ -298,7 +299,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
         plans.push(ListenerPlan {
             kind: ListenerKind::SocketTls,
             addr: addr("servers.socketTls", t.bind_ip.as_deref(), t.port)?,
-            options: socket(Some(&listener_tls)),
+            options: socket(Some(&listener_tls), t.proxy_protocol),
             certs: Some(listener_tls.certs),
         });
     }
@@ -312,6 +313,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
                 // For HTTP, the "handshake" is each request's head and body (see session/http.rs).
                 handshake_timeout: Duration::from_millis(w.header_timeout),
                 tcp_keepalive: s.set_keep_alive,
+                proxy_protocol: w.proxy_protocol,
                 ..ListenerOptions::default()
             },
             certs: None,

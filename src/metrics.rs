@@ -304,6 +304,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "actionwire_proxy_header_failures_total",
+            "Connections closed on a PROXY protocol listener for not starting with a valid header.",
+            load(&stats.proxy_failures),
+        );
+        counter(
+            &mut o,
             "actionwire_accept_failures_total",
             "Accepts that failed (out of file descriptors or memory); each pauses accepting briefly.",
             load(&stats.accept_failures),

@@ -344,6 +344,14 @@ impl Handler for App {
         }
     }
 
+    fn on_proxied(&mut self, core: &mut Core<Self>, id: ConnId, source: SocketAddr) {
+        match core.session_mut(id) {
+            Some(Session::Socket(s)) => s.set_peer(source),
+            Some(Session::Http(h)) => h.set_peer(source),
+            None => {}
+        }
+    }
+
     fn on_event(&mut self, core: &mut Core<Self>, event: AppEvent) {
         match event {
             AppEvent::LagProbe { due } => {

@@ -173,6 +173,10 @@ pub struct Web {
     /// A request (head and body) must arrive completely within this long of its first byte
     /// (of the connection, for the first request), ms; else 408 and close (0 = no limit).
     pub header_timeout: u64,
+    /// Expect a PROXY protocol header (v1 or v2, from a load balancer) first on every
+    /// connection: the client's real address replaces the balancer's; without a valid
+    /// header the connection is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Web {
@@ -185,6 +189,7 @@ impl Default for Web {
             max_body_bytes: 1 << 20,
             keep_alive_timeout: 5000,
             header_timeout: 10_000,
+            proxy_protocol: false,
         }
     }
 }
@@ -199,6 +204,10 @@ pub struct TlsListener {
     #[serde(rename = "bindIP", skip_serializing_if = "Option::is_none")]
     pub bind_ip: Option<String>,
     pub server_options: ServerOptions,
+    /// Expect a PROXY protocol header (v1 or v2, from a load balancer) first on every
+    /// connection: the client's real address replaces the balancer's; without a valid
+    /// header the connection is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for TlsListener {
@@ -208,6 +217,7 @@ impl Default for TlsListener {
             port: 5001,
             bind_ip: None,
             server_options: ServerOptions::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -248,6 +258,10 @@ pub struct Socket {
     pub output_buffer_soft_seconds: u64,
     /// Output queued for one connection that disconnects it at once, bytes.
     pub output_buffer_hard_limit: usize,
+    /// Expect a PROXY protocol header (v1 or v2, from a load balancer) first on every
+    /// connection: the client's real address replaces the balancer's; without a valid
+    /// header the connection is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Socket {
@@ -271,6 +285,7 @@ impl Default for Socket {
             output_buffer_soft_limit: 1 << 20,
             output_buffer_soft_seconds: 10,
             output_buffer_hard_limit: 8 << 20,
+            proxy_protocol: false,
         }
     }
 }

@@ -44,12 +44,15 @@ pub struct ListenerOptions {
     pub handshake_timeout: Duration,
     /// SO_KEEPALIVE on accepted sockets.
     pub tcp_keepalive: bool,
+    /// Expect a PROXY protocol header (v1 or v2) first on every connection (see `proxy.rs`).
+    pub proxy_protocol: bool,
 }
 
 pub(crate) struct Listener<T> {
     socket: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     tcp_keepalive: bool,
+    proxy_protocol: bool,
     profile: u8,
     tag: T,
     /// May have connections waiting (no WouldBlock seen since the last edge).
@@ -125,6 +128,7 @@ impl<H: Handler> Reactor<H> {
             socket: listener,
             tls: opts.tls,
             tcp_keepalive: opts.tcp_keepalive,
+            proxy_protocol: opts.proxy_protocol,
             profile,
             tag,
             ready: true,
@@ -210,7 +214,8 @@ impl<H: Handler> Reactor<H> {
 
     fn add_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr, listener: usize) {
         let l = &self.listeners[listener];
-        let (tag, profile, tcp_keepalive) = (l.tag, l.profile, l.tcp_keepalive);
+        let (tag, profile, tcp_keepalive, proxy) =
+            (l.tag, l.profile, l.tcp_keepalive, l.proxy_protocol);
         let transport = match l.tls.clone().map(Transport::server) {
             None => Transport::Plain,
             Some(Ok(t)) => t,
@@ -245,7 +250,7 @@ impl<H: Handler> Reactor<H> {
         let session = self.handler.new_session(id, peer, tag);
         let tick = core.timers.tick32();
         let tls = transport.is_tls();
-        let key = core.endpoints.insert(Endpoint::new(
+        let mut ep = Endpoint::new(
             generation,
             stream,
             transport,
@@ -254,15 +259,18 @@ impl<H: Handler> Reactor<H> {
             tick,
             profile,
             session,
-        ));
+        );
+        ep.awaiting_proxy = proxy;
+        let key = core.endpoints.insert(ep);
         debug_assert_eq!(key, slot);
         core.accepted += 1;
         core.schedule(id);
         core.stats.accepted.fetch_add(1, Ordering::Relaxed);
         core.stats.open.fetch_add(1, Ordering::Relaxed);
         log::debug!("{id:?} accepted from {peer}");
-        // A TLS endpoint opens for the application when its handshake completes.
-        if !tls {
+        // A TLS endpoint opens for the application when its handshake completes; one that
+        // awaits a PROXY header, once the header is in (`proxy.rs`).
+        if !tls && !proxy {
             self.handler.on_open(&mut self.core, id);
         }
     }

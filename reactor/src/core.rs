@@ -358,7 +358,7 @@ impl<H: Handler> Core<H> {
         match conn.phase {
             // Nothing was said yet: there is nothing to drain.
             Phase::Connecting => self.kill(id, reason),
-            Phase::Open if conn.transport.is_handshaking() => self.kill(id, reason),
+            Phase::Open if conn.pre_open() => self.kill(id, reason),
             Phase::Open => {
                 conn.phase = Phase::Draining(reason);
                 conn.transport.close();

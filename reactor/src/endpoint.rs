@@ -101,6 +101,8 @@ pub enum CloseReason {
     Error,
     /// Server shutdown.
     Shutdown,
+    /// The listener expects a PROXY protocol header and the first bytes were not one.
+    BadProxyHeader,
     /// Nothing was received for `idle_timeout`.
     IdleTimeout,
     /// The handshake (TLS) or first line (plain) did not complete in time.
@@ -113,12 +115,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in a fixed order (for metrics that list each one).
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Quit,
         CloseReason::Eof,
         CloseReason::OutputLimit,
         CloseReason::Error,
         CloseReason::Shutdown,
+        CloseReason::BadProxyHeader,
         CloseReason::IdleTimeout,
         CloseReason::HandshakeTimeout,
         CloseReason::ConnectFailed,
@@ -133,6 +136,7 @@ impl CloseReason {
             CloseReason::OutputLimit => "output_limit",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::BadProxyHeader => "bad_proxy_header",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::ConnectFailed => "connect_failed",
@@ -202,6 +206,8 @@ pub(crate) struct Endpoint<S> {
     pub(crate) opened: u32,
     /// Index of this endpoint's timer settings (its listener's, or its connect options').
     pub(crate) profile: u8,
+    /// A PROXY protocol header must come first (see `proxy.rs`).
+    pub(crate) awaiting_proxy: bool,
     pub(crate) session: S,
 }
 
@@ -246,13 +252,21 @@ impl<S> Endpoint<S> {
             last_ping: tick,
             opened: tick,
             profile,
+            awaiting_proxy: false,
             session,
         }
     }
 
-    /// Open for protocol traffic: not connecting or closing, and past any TLS handshake.
+    /// Open for protocol traffic: not connecting or closing, past any PROXY header and TLS
+    /// handshake.
     pub(crate) fn is_open(&self) -> bool {
-        self.phase == Phase::Open && !self.transport.is_handshaking()
+        self.phase == Phase::Open && !self.pre_open()
+    }
+
+    /// Not open to the application yet: connecting, awaiting a PROXY header, or in the TLS
+    /// handshake. Only the handshake deadline applies, and nothing was said on it yet.
+    pub(crate) fn pre_open(&self) -> bool {
+        self.phase == Phase::Connecting || self.awaiting_proxy || self.transport.is_handshaking()
     }
 
     /// Input may be waiting: on the socket, or already decrypted inside the transport.

@@ -55,7 +55,7 @@ pub struct Reactor<H: Handler> {
     pub(crate) accept_pause: Option<AcceptPause>,
     pub(crate) core: Core<H>,
     pub(crate) handler: H,
-    read_buf: Vec<u8>,
+    pub(crate) read_buf: Vec<u8>,
     completions: Vec<Done<H::Completion>>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -279,8 +279,9 @@ impl<H: Handler> Reactor<H> {
             let Some(ep) = self.core.ep(id) else {
                 continue;
             };
-            // Accepted endpoints still in their TLS handshake have nothing pending.
-            if ep.kind == EndpointKind::Accepted && ep.transport.is_handshaking() {
+            // Accepted endpoints not open yet (PROXY header, TLS handshake) have nothing
+            // pending.
+            if ep.kind == EndpointKind::Accepted && ep.pre_open() {
                 self.core.kill(id, CloseReason::Shutdown);
                 continue;
             }
@@ -326,6 +327,12 @@ impl<H: Handler> Reactor<H> {
                     return;
                 }
                 Phase::Open if ep.app_paused || !ep.has_input() => return,
+                Phase::Open if ep.awaiting_proxy => {
+                    if self.read_proxy_header(id) {
+                        continue; // the transport's bytes follow, next iteration
+                    }
+                    return;
+                }
                 Phase::Open => {}
                 Phase::Lingering(reason) => {
                     if !ep.readable {

@@ -69,4 +69,11 @@ pub trait Handler: Sized {
     fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool;
     /// A server-level event arrived, or a server-level timer fired.
     fn on_event(&mut self, core: &mut Core<Self>, event: Self::Event);
+    /// On a listener with `proxy_protocol`, the PROXY header named the client's address
+    /// `source`: it replaces the balancer's address given to `new_session` (and
+    /// [`Core::peer`] returns it from now on). Called before `on_open`; not called for a
+    /// header that names no client (a balancer's own health check).
+    fn on_proxied(&mut self, core: &mut Core<Self>, id: ConnId, source: SocketAddr) {
+        let _ = (core, id, source);
+    }
 }

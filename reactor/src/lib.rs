@@ -11,6 +11,7 @@
 //! - [`accept`]: listeners, the accept pass and its pauses;
 //! - [`connect`]: outbound endpoints ([`Core::connect`]) and their `Connecting` phase;
 //! - [`transport`]: plain or TLS (every rustls call, server and client side);
+//! - [`proxy`]: the PROXY protocol header a load balancer sends first;
 //! - [`output`]: the output queue (owned, shared and file chunks; vectored writes);
 //! - [`timers`]: every deadline (endpoint timers, server-level timers, deferred replies);
 //! - [`wheel`]: the hashed timer wheel those timers live on;
@@ -30,6 +31,7 @@ pub mod events;
 pub mod handler;
 pub mod output;
 pub mod pool;
+pub mod proxy;
 pub mod stats;
 pub mod timers;
 pub mod transport;

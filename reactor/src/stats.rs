@@ -28,6 +28,8 @@ pub struct ReactorStats {
     /// Accepts that failed for want of resources (descriptors, memory) or for an unexpected
     /// error; each pauses accepting for a short back-off.
     pub accept_failures: AtomicU64,
+    /// Connections closed because a PROXY protocol header was expected and not sent.
+    pub proxy_failures: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

@@ -376,7 +376,7 @@ enum Due {
 /// An endpoint's deadlines (full ticks) by kind. While it connects or runs its TLS
 /// handshake only the handshake deadline applies: nothing else can happen yet.
 fn deadlines<S>(ep: &Endpoint<S>, p: Profile, soft: u64, now: u64) -> [Option<(u64, Due)>; 4] {
-    let connecting = ep.phase == Phase::Connecting || ep.transport.is_handshaking();
+    let connecting = ep.pre_open();
     let handshake = (ep.handshaking && p.handshake > 0)
         .then(|| (due(ep.opened, p.handshake, now), Due::Handshake));
     if connecting {
@@ -517,7 +517,7 @@ impl<H: Handler> Reactor<H> {
             .flatten()
             .find(|&(d, _)| d <= now)
             .map(|(_, kind)| kind);
-        let connecting = ep.phase == Phase::Connecting || ep.transport.is_handshaking();
+        let connecting = ep.pre_open();
         let (kind, peer) = (ep.kind, ep.peer);
         let stats = std::sync::Arc::clone(&core.stats);
         match due {

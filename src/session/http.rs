@@ -49,6 +49,11 @@ impl HttpSession {
         self.peer
     }
 
+    /// The client's address from a PROXY protocol header.
+    pub(super) fn set_peer(&mut self, peer: std::net::SocketAddr) {
+        self.peer = peer;
+    }
+
     pub(super) fn new(peer: std::net::SocketAddr) -> HttpSession {
         HttpSession {
             uuid: uuid::Uuid::new_v4(),

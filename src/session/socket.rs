@@ -150,6 +150,11 @@ impl SocketSession {
         self.peer
     }
 
+    /// The client's address from a PROXY protocol header.
+    pub(super) fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+
     /// The protocol reference's "Counters": the request's own `params.messageId`, else the sticky one, else fresh.
     fn message_id(&self, request_params: Option<&Map<String, Value>>) -> MessageId {
         // `null` and `""` count as not given, as in actionhero.

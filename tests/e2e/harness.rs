@@ -268,7 +268,11 @@ impl Client {
 
     /// TLS without reading anything (the handshake runs with the first read or write).
     pub fn connect_tls_raw(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::tls_over(TcpStream::connect(addr).expect("connect"), config)
+    }
+
+    /// TLS over a stream that is already connected (and may have carried other bytes first).
+    pub fn tls_over(stream: TcpStream, config: Arc<rustls::ClientConfig>) -> Client {
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let tls = rustls::ClientConnection::new(config, name).expect("client");
         Client::over(stream, |s| Box::new(rustls::StreamOwned::new(tls, s)))

@@ -12,6 +12,7 @@ mod differential;
 mod framing;
 mod http;
 mod load;
+mod proxy;
 mod rooms;
 mod shutdown;
 mod signals;

@@ -6,5 +6,6 @@ mod toy;
 mod events;
 mod io;
 mod outbound;
+mod proxy;
 mod timers;
 mod tls;

@@ -59,6 +59,8 @@ pub enum Report {
     ConnectRefusedAtOnce(String),
     Blocked,
     TimersSet(usize),
+    /// A PROXY header named this client address (and `Core::peer` agrees).
+    Proxied(ConnId, SocketAddr),
     Shutdown,
 }
 
@@ -211,6 +213,11 @@ impl Handler for Toy {
     fn on_timeout(&mut self, _core: &mut Core<Self>, id: ConnId, t: Timeout) -> bool {
         self.report(Report::Timeout(id, t, Instant::now()));
         true
+    }
+
+    fn on_proxied(&mut self, core: &mut Core<Self>, id: ConnId, source: SocketAddr) {
+        assert_eq!(core.peer(id), Some(source));
+        self.report(Report::Proxied(id, source));
     }
 
     fn on_event(&mut self, core: &mut Core<Self>, event: Ev) {
