@@ -281,7 +281,8 @@ impl<H: Handler> Core<H> {
         self.ep(id).map_or(0, |c| c.out.files())
     }
 
-    /// Bytes queued on an endpoint and not yet written.
+    /// Bytes queued in memory on an endpoint and not yet written (a queued file's bytes stay
+    /// on disk and are not counted: the output limits bound memory).
     pub fn queued_bytes(&self, id: ConnId) -> usize {
         self.ep(id).map_or(0, |c| c.out.queued())
     }

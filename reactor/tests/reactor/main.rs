@@ -3,6 +3,7 @@
 
 mod toy;
 
+mod api;
 mod events;
 mod io;
 mod outbound;

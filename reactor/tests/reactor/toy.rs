@@ -40,6 +40,14 @@ pub enum Ev {
     Block,
     /// Reports `TimersSet` with the server-level timers set and not fired.
     CountTimers,
+    /// Queues a shared chunk; reports `Sent` with the result.
+    SendShared(ConnId, Vec<u8>),
+    /// Queues a file; reports `Sent`, then `Queued` with the queue as it is right after.
+    SendFile(ConnId, std::path::PathBuf),
+    /// `Core::touch`.
+    Touch(ConnId),
+    /// `Core::resume_reading`.
+    Resume(ConnId),
 }
 
 /// What the loop tells tests.
@@ -61,6 +69,8 @@ pub enum Report {
     TimersSet(usize),
     /// A PROXY header named this client address (and `Core::peer` agrees).
     Proxied(ConnId, SocketAddr),
+    /// Bytes and files queued on an endpoint.
+    Queued(usize, usize),
     Shutdown,
 }
 
@@ -120,6 +130,24 @@ impl Toy {
             core.restart_handshake(id);
             core.send(id, b"again\n");
             return;
+        } else if text == "!info" {
+            let info = format!(
+                "len={} empty={} shutting={} peer={:?} session={} open={} kind={:?} accepted={}\n",
+                core.len(),
+                core.is_empty(),
+                core.is_shutting_down(),
+                core.peer(id),
+                core.session(id).is_some(),
+                core.is_open(id),
+                core.kind(id),
+                core.stats()
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            core.send_owned(id, info.into_bytes());
+        } else if text == "!pause" {
+            core.pause_reading(id);
+            core.send(id, b"paused\n");
         } else if text == "!stay" {
             if let Some(s) = core.session_mut(id) {
                 s.stay = true;
@@ -260,6 +288,20 @@ impl Handler for Toy {
                 self.gate.wait();
             }
             Ev::CountTimers => self.report(Report::TimersSet(core.timers_set())),
+            Ev::SendShared(id, bytes) => {
+                let shared: Arc<[u8]> = bytes.into();
+                let sent = core.send_shared(id, &shared);
+                self.report(Report::Sent(id, sent));
+            }
+            Ev::SendFile(id, path) => {
+                let file = std::fs::File::open(&path).expect("file");
+                let len = file.metadata().expect("metadata").len();
+                let sent = core.send_file(id, file, len);
+                self.report(Report::Sent(id, sent));
+                self.report(Report::Queued(core.queued_bytes(id), core.queued_files(id)));
+            }
+            Ev::Touch(id) => core.touch(id),
+            Ev::Resume(id) => core.resume_reading(id),
         }
     }
 }

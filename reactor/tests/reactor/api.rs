@@ -1,0 +1,161 @@
+//! The rest of the `Core` API a handler calls: what it tells about endpoints, shared and file
+//! output, pausing reads, touching, and the output limits at their exact boundaries.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConfig, Timeout};
+
+use crate::toy::{Ev, Harness, Report, client, read_n, say};
+
+fn line(c: &mut std::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while c.read(&mut b).expect("read") == 1 && b[0] != b'\n' {
+        out.push(b[0]);
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn core_describes_its_endpoints() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!info");
+    let peer = c.local_addr().expect("addr");
+    assert_eq!(
+        line(&mut c),
+        format!(
+            "len=1 empty=false shutting=false peer=Some({peer}) session=true open=true kind=Some(Accepted) accepted=1"
+        )
+    );
+    let mut other = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    say(&mut other, "!info");
+    assert!(line(&mut other).starts_with("len=2 empty=false"));
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::Eof);
+}
+
+#[test]
+fn shared_and_file_output_arrive_and_refuse_closed_endpoints() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    h.send(Ev::SendShared(id, b"shared\n".to_vec()));
+    assert!(matches!(h.next(), Report::Sent(i, true) if i == id));
+    assert_eq!(read_n(&mut c, 7), b"shared\n");
+    let path = std::env::temp_dir().join(format!("aw-reactor-file-{}", std::process::id()));
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).expect("write file");
+    h.send(Ev::SendFile(id, path.clone()));
+    assert!(matches!(h.next(), Report::Sent(i, true) if i == id));
+    // Right after queueing, before the loop flushes: one file, whose bytes stay on disk
+    // (they do not count against the output limits, which bound memory).
+    let queued = h.next();
+    assert!(matches!(queued, Report::Queued(0, 1)), "{queued:?}");
+    assert_eq!(read_n(&mut c, content.len()), content);
+    say(&mut c, "!quit");
+    assert_eq!(read_n(&mut c, 4), b"bye\n");
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+    h.send(Ev::SendShared(id, b"late\n".to_vec()));
+    assert!(matches!(h.next(), Report::Sent(i, false) if i == id));
+    h.send(Ev::SendFile(id, path.clone()));
+    assert!(matches!(h.next(), Report::Sent(i, false) if i == id));
+    assert!(matches!(h.next(), Report::Queued(0, 0)));
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn paused_reading_leaves_input_in_the_socket_until_resumed() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!pause");
+    assert_eq!(read_n(&mut c, 7), b"paused\n");
+    let before = h.stats.bytes_in.load(Ordering::Relaxed);
+    say(&mut c, "after");
+    // A loop turn with the input ready (the ping's): still nothing read.
+    h.send(Ev::Ping);
+    h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    assert_eq!(h.stats.bytes_in.load(Ordering::Relaxed), before);
+    h.send(Ev::Resume(id));
+    assert_eq!(read_n(&mut c, 6), b"after\n");
+}
+
+#[test]
+fn touch_restarts_the_idle_clock() {
+    let opts = ListenerOptions {
+        idle_timeout: Duration::from_millis(600),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "x");
+    assert_eq!(read_n(&mut c, 2), b"x\n");
+    // 400 ms later (a server timer is the clock) the handler counts activity.
+    h.send(Ev::SetTimer(Duration::from_millis(400), 1));
+    h.wait(|r| matches!(r, Report::Fired(1, _)).then_some(()));
+    let touched = Instant::now();
+    h.send(Ev::Touch(id));
+    let at = h.wait(|r| match r {
+        Report::Timeout(i, Timeout::Idle, at) if i == id => Some(at),
+        _ => None,
+    });
+    assert!(
+        at - touched >= Duration::from_millis(600),
+        "idle after {:?} from the touch",
+        at - touched
+    );
+}
+
+#[test]
+fn output_exactly_at_the_hard_limit_is_kept() {
+    let cfg = ReactorConfig {
+        output_soft_limit: 64 * 1024,
+        output_soft_duration: Duration::from_secs(30),
+        output_hard_limit: 1 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!big 1048576");
+    assert_eq!(read_n(&mut c, 1 << 20).len(), 1 << 20);
+    say(&mut c, "!quit");
+    assert_eq!(read_n(&mut c, 4), b"bye\n");
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
+
+#[test]
+fn the_soft_limit_counts_from_when_output_first_went_over() {
+    let cfg = ReactorConfig {
+        output_soft_limit: 64 * 1024,
+        output_soft_duration: Duration::from_millis(300),
+        output_hard_limit: 64 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = crate::io::small_window_client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!big 4000000");
+    // More output keeps coming (echoes), and none is read: that must not restart the clock.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut w = c.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        while rx.try_recv().is_err() {
+            if w.write_all(b"more\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // pacing, not waiting
+        }
+    });
+    assert_eq!(h.closed(id).0, CloseReason::OutputLimit);
+    let _ = tx.send(());
+    writer.join().expect("writer");
+}
