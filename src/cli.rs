@@ -47,7 +47,24 @@ enum Command {
     /// Load a line-protocol server (actionwire, redis-server, …) and report throughput and
     /// latency percentiles: closed loop, open loop (--rate), pipelined, idle connections
     /// (--idle) or connection setups (--handshakes).
-    Bench(actionwire_bench::BenchArgs),
+    Bench(BenchCmd),
+}
+
+/// `actionwire bench [OPTIONS]` runs a benchmark; `actionwire bench report …` draws runs.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    args: actionwire_bench::BenchArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchSub {
+    /// Overlay the JSON summaries of several runs (`actionwire bench --json > a.json`) in one
+    /// self-contained HTML report: latency by percentile and throughput over time.
+    Report(actionwire_bench::report::ReportArgs),
 }
 
 /// Options of the server (the default command).
@@ -146,8 +163,21 @@ struct ServeArgs {
 /// error); `main` returns it.
 pub fn run(builder: ServerBuilder) -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Bench(args)) = cli.command {
-        return bench(&args);
+    match cli.command {
+        Some(Command::Bench(BenchCmd {
+            sub: Some(BenchSub::Report(r)),
+            ..
+        })) => {
+            return match actionwire_bench::report::report(&r) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("actionwire bench report: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Bench(b)) => return bench(&b.args),
+        None => {}
     }
     serve(cli.serve, builder)
 }

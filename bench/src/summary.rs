@@ -51,6 +51,31 @@ pub struct Summary {
     /// Connections open at the end (idle mode).
     pub open: usize,
     pub latency_us: Option<Latency>,
+    /// Replies received in each second of the measurement (throughput over time).
+    pub timeline: Vec<u64>,
+    /// Latency by percentile, the distribution's shape (what `.hgrm` holds), for reports.
+    pub spectrum: Vec<SpectrumPoint>,
+}
+
+/// One point of the latency spectrum.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SpectrumPoint {
+    /// 0 to 100.
+    pub percentile: f64,
+    pub latency_us: f64,
+}
+
+/// The spectrum of a histogram of nanoseconds: five points per halving of the tail.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_quantiles(5)
+        .map(|v| SpectrumPoint {
+            percentile: v.quantile_iterated_to() * 100.0,
+            latency_us: v.value_iterated_to() as f64 / 1000.0,
+        })
+        .collect()
 }
 
 /// Latency percentiles in microseconds (with fractions: recorded in nanoseconds).

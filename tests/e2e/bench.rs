@@ -17,15 +17,10 @@ struct Wrap {
 
 fn run(srv_addr: std::net::SocketAddr, extra: &[&str]) -> Summary {
     let target = srv_addr.to_string();
-    let mut argv = vec![
-        "bench",
-        "--target",
-        &target,
-        "--warmup",
-        "0s",
-        "--duration",
-        "700ms",
-    ];
+    let mut argv = vec!["bench", "--target", &target, "--warmup", "0s"];
+    if !extra.contains(&"--duration") {
+        argv.extend_from_slice(&["--duration", "700ms"]);
+    }
     argv.extend_from_slice(extra);
     let args = Wrap::parse_from(argv).args;
     actionwire_bench::run(&args).expect("bench runs")
@@ -291,4 +286,174 @@ fn the_cli_prints_json() {
         "100ms",
     ]));
     assert!(!bad.status.success(), "an unreachable target is an error");
+}
+
+#[test]
+fn the_histogram_log_holds_every_reply_second_by_second() {
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let srv = TestServer::start();
+    let path = std::env::temp_dir().join(format!("aw-bench-{}.hlog", uuid::Uuid::new_v4()));
+    let p = path.to_string_lossy().into_owned();
+    let s = run(
+        srv.addr,
+        &[
+            "--connections",
+            "2",
+            "--duration",
+            "1200ms",
+            "--histogram-log",
+            &p,
+        ],
+    );
+    let text = std::fs::read(&path).expect("log written");
+    std::fs::remove_file(&path).ok();
+    let mut deserializer = Deserializer::new();
+    let mut starts = Vec::new();
+    let mut total = 0;
+    for entry in IntervalLogIterator::new(&text) {
+        if let LogEntry::Interval(h) = entry.expect("a valid log entry") {
+            starts.push(h.start_timestamp());
+            let payload = h.encoded_histogram();
+            let decoded: hdrhistogram::Histogram<u64> = deserializer
+                .deserialize(&mut base64_decode(payload).as_slice())
+                .expect("a V2 histogram");
+            total += decoded.len();
+        }
+    }
+    assert_eq!(starts.len(), 2, "one interval per second measured");
+    assert_eq!(starts[1] - starts[0], std::time::Duration::from_secs(1));
+    assert_eq!(total, s.requests, "every reply is in some second");
+    assert_eq!(s.timeline.iter().sum::<u64>(), s.requests);
+}
+
+/// Standard base64 (the interval log's payload encoding).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = acc << 6 | value(c);
+        }
+        acc <<= 6 * (4 - chunk.len() as u32);
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn reports_draw_one_run_or_overlay_several() {
+    let srv = TestServer::start();
+    let dir = std::env::temp_dir().join(format!("aw-report-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let one = dir.join("one.html");
+    let s = run(
+        srv.addr,
+        &[
+            "--connections",
+            "2",
+            "--report",
+            one.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!s.spectrum.is_empty());
+    let html = std::fs::read_to_string(&one).expect("report written");
+    assert_svgs(&html, 2, 2);
+    // Two runs through the CLI's JSON, overlaid.
+    let mut jsons = Vec::new();
+    for (name, conns) in [("a", "1"), ("b", "3")] {
+        let out = run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_actionwire"))
+                .args(["bench", "--json", "--warmup", "0s", "--duration", "300ms"])
+                .args(["--connections", conns, "--target"])
+                .arg(srv.addr.to_string()),
+        );
+        assert!(out.status.success());
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, &out.stdout).expect("json");
+        jsons.push(path);
+    }
+    let cmp = dir.join("cmp.html");
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_actionwire"))
+            .args(["bench", "report"])
+            .args(&jsons)
+            .arg("-o")
+            .arg(&cmp),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&cmp).expect("report written");
+    assert_svgs(&html, 2, 4);
+    assert!(
+        html.contains(">a</td>") && html.contains(">b</td>"),
+        "runs are named"
+    );
+    // A file that is not a summary is refused with its name.
+    let bad = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_actionwire"))
+            .args(["bench", "report"])
+            .arg(&one)
+            .arg("-o")
+            .arg(dir.join("x.html")),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("one.html"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The report's charts are well-formed SVG with `lines` polylines in all, each with points
+/// inside its chart's view box.
+fn assert_svgs(html: &str, charts: usize, lines: usize) {
+    let mut found = 0;
+    let mut polylines = 0;
+    let mut rest = html;
+    while let Some(start) = rest.find("<svg") {
+        let end = rest[start..].find("</svg>").expect("closed svg") + start + 6;
+        let doc = roxmltree::Document::parse(&rest[start..end]).expect("well-formed SVG");
+        let root = doc.root_element();
+        let width: f64 = root
+            .attribute("width")
+            .expect("width")
+            .parse()
+            .expect("number");
+        let height: f64 = root
+            .attribute("height")
+            .expect("height")
+            .parse()
+            .expect("n");
+        for line in root.descendants().filter(|n| n.has_tag_name("polyline")) {
+            polylines += 1;
+            let points = line.attribute("points").expect("points");
+            let mut last_x = f64::MIN;
+            for pair in points.split_whitespace() {
+                let (x, y) = pair.split_once(',').expect("x,y");
+                let (x, y): (f64, f64) = (x.parse().expect("x"), y.parse().expect("y"));
+                assert!(
+                    (0.0..=width).contains(&x) && (0.0..=height).contains(&y),
+                    "{pair}"
+                );
+                assert!(x >= last_x, "x never goes back: {points}");
+                last_x = x;
+            }
+        }
+        found += 1;
+        rest = &rest[end..];
+    }
+    assert_eq!(found, charts);
+    assert_eq!(polylines, lines);
 }
