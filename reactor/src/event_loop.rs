@@ -543,8 +543,10 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         ep.phase = Phase::Lingering(reason);
-        // Backpressure no longer applies: lingering input is read only to be discarded.
+        // Neither backpressure nor the application's pause applies any more: lingering
+        // input is read only to be discarded (and to see the peer's FIN).
         ep.read_paused = false;
+        ep.app_paused = false;
         if ep.readable {
             self.core.mark_ready(id);
         }

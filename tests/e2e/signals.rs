@@ -263,3 +263,53 @@ fn sigterm_with_drain_seconds_keeps_serving_while_status_says_503() {
     assert!(wait_bounded(&mut child.child).success());
     assert!(child.logged("drain over"));
 }
+
+#[test]
+fn an_http_request_in_flight_does_not_hold_the_shutdown_after_its_reply() {
+    let scratch = Scratch::new("http-shutdown");
+    // A grace far longer than the test's guard: the server must not wait it out.
+    let config = scratch.file(
+        "config.json",
+        br#"{"general":{"pendingShutdownWaitLimit":600000}}"#,
+    );
+    let srv = ChildServer::spawn(
+        "true",
+        &[
+            "--log-level",
+            "info",
+            "--web-port",
+            "0",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    );
+    let web = web_addr_of(&srv);
+    let mut http = TcpStream::connect(web).expect("connect");
+    http.set_read_timeout(Some(GUARD)).expect("timeout");
+    // Long enough that the signal surely lands while it runs.
+    http.write_all(b"GET /api/sleepTest?sleepDuration=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    // The action is running when the signal comes.
+    let mut probe = Client::connect(srv.addr);
+    // The status call counts itself: 2 while the sleep runs.
+    wait_until("the action is pending", || {
+        probe.request("status")["pendingActions"].as_u64() == Some(2)
+    });
+    drop(probe);
+    srv.signal(libc::SIGTERM);
+    let mut reply = Vec::new();
+    http.read_to_end(&mut reply).expect("the reply, then EOF");
+    let text = String::from_utf8_lossy(&reply);
+    let log = || srv.log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}\n{}",
+        log()
+    );
+    // As HTTP clients do after `Connection: close`: the server sees the FIN (the endpoint
+    // was paused for the action, which must not hide it) and finishes at once.
+    drop(http);
+    let mut child = srv;
+    assert!(wait_bounded(&mut child.child).success());
+}

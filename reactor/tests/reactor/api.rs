@@ -159,3 +159,23 @@ fn the_soft_limit_counts_from_when_output_first_went_over() {
     let _ = tx.send(());
     writer.join().expect("writer");
 }
+
+#[test]
+fn a_paused_endpoint_that_closes_still_sees_the_peers_fin() {
+    // A linger far past the guard: only reading the peer's FIN can end it in time.
+    let cfg = ReactorConfig {
+        linger: Duration::from_secs(120),
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!pause");
+    assert_eq!(read_n(&mut c, 7), b"paused\n");
+    h.send(Ev::Close(id));
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("our side sees the server's FIN");
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
