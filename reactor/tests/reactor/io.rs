@@ -258,3 +258,34 @@ fn job_results_come_back_to_their_endpoint() {
     });
     assert_eq!((got, value), (id, 7));
 }
+
+#[test]
+fn an_interrupted_poll_goes_on() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    // Interrupt the loop while it sits idle in epoll_wait (a moment after its last turn,
+    // so that the signal finds it there), several times.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(30)); // pacing: let the loop go idle
+        h.interrupt();
+        std::thread::sleep(Duration::from_millis(30)); // pacing: the signal lands first
+        h.send(Ev::Ping);
+        h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    }
+    say(&mut c, "still");
+    assert_eq!(read_n(&mut c, 6), b"still\n");
+}
+
+#[test]
+fn max_connections_zero_means_one() {
+    let cfg = ReactorConfig {
+        max_connections: 0,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    say(&mut c, "one");
+    assert_eq!(read_n(&mut c, 4), b"one\n");
+}

@@ -441,6 +441,30 @@ impl Harness {
         }
     }
 
+    /// Interrupts the loop thread with a signal (a no-op handler, installed without
+    /// SA_RESTART): whatever system call it is in returns EINTR.
+    pub fn interrupt(&self) {
+        use std::os::unix::thread::JoinHandleExt;
+        extern "C" fn nothing(_: libc::c_int) {}
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            // SAFETY: installs a handler that does nothing, for a signal nothing else uses.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = 0;
+                libc::sigemptyset(&mut action.sa_mask);
+                assert_eq!(
+                    libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+                    0
+                );
+            }
+        });
+        let thread = self.thread.as_ref().expect("running").as_pthread_t();
+        // SAFETY: the loop thread is alive (we hold its handle); the signal is handled.
+        assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR2) }, 0);
+    }
+
     /// Starts a graceful shutdown without waiting for the loop (see [`Harness::join`]).
     pub fn begin_shutdown(&self) {
         self.shutdown.shutdown();
