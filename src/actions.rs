@@ -32,6 +32,7 @@ type ValidateFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
 #[derive(Clone)]
 pub struct Input {
     name: String,
+    description: String,
     required: bool,
     default: Option<Value>,
     formatter: Option<Arc<FormatFn>>,
@@ -52,11 +53,18 @@ impl Input {
     pub fn new(name: impl Into<String>) -> Input {
         Input {
             name: name.into(),
+            description: String::new(),
             required: false,
             default: None,
             formatter: None,
             validator: None,
         }
+    }
+
+    /// What the input is for, shown by `documentation`.
+    pub fn description(mut self, d: impl Into<String>) -> Input {
+        self.description = d.into();
+        self
     }
 
     /// The action is refused with `<name> is a required parameter for this action` when
@@ -137,6 +145,8 @@ impl Action {
         self
     }
 
+    /// The action's version (1 by default). Several versions of one name may be registered;
+    /// a call's `apiVersion` param picks one, the highest when it is not given.
     pub fn version(mut self, v: u32) -> Action {
         self.version = v;
         self
@@ -201,6 +211,9 @@ impl Action {
         let mut inputs = Map::new();
         for i in &self.inputs {
             let mut doc = Map::new();
+            if !i.description.is_empty() {
+                doc.insert("description".into(), Value::String(i.description.clone()));
+            }
             doc.insert("required".into(), Value::Bool(i.required));
             if let Some(d) = &i.default {
                 doc.insert("default".into(), d.clone());
@@ -374,21 +387,25 @@ impl Api {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryError {
     EmptyName,
-    Duplicate(String),
+    /// The same name and version twice.
+    Duplicate(String, u32),
 }
 
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegistryError::EmptyName => write!(f, "an action has an empty name"),
-            RegistryError::Duplicate(n) => write!(f, "action `{n}` is defined twice"),
+            RegistryError::Duplicate(n, v) => {
+                write!(f, "action `{n}` version {v} is defined twice")
+            }
         }
     }
 }
 
 /// All actions, by name, plus what `paramAdd` scrubbing needs.
 pub struct Registry {
-    by_name: HashMap<String, Arc<Action>>,
+    /// Every version of each name, lowest first.
+    by_name: HashMap<String, Vec<Arc<Action>>>,
     /// Every input name of every action, plus the safe params.
     accepted_params: HashSet<String>,
     documentation: Value,
@@ -398,22 +415,33 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(actions: Vec<Action>) -> Result<Registry, RegistryError> {
-        let mut by_name = HashMap::new();
+        let mut by_name: HashMap<String, Vec<Arc<Action>>> = HashMap::new();
         let mut accepted_params: HashSet<String> =
             SAFE_PARAMS.iter().map(|s| s.to_string()).collect();
-        let mut docs = Map::new();
+        // Names in the order first registered, for the documentation.
+        let mut order = Vec::new();
         for a in actions {
             if a.name.is_empty() {
                 return Err(RegistryError::EmptyName);
             }
-            if by_name.contains_key(&*a.name) {
-                return Err(RegistryError::Duplicate(a.name.to_string()));
+            let versions = by_name.entry(a.name.to_string()).or_insert_with(|| {
+                order.push(a.name.to_string());
+                Vec::new()
+            });
+            if versions.iter().any(|v| v.version == a.version) {
+                return Err(RegistryError::Duplicate(a.name.to_string(), a.version));
             }
             accepted_params.extend(a.inputs.iter().map(|i| i.name.clone()));
-            let mut versions = Map::new();
-            versions.insert(a.version.to_string(), a.documentation());
-            docs.insert(a.name.to_string(), Value::Object(versions));
-            by_name.insert(a.name.to_string(), Arc::new(a));
+            versions.push(Arc::new(a));
+            versions.sort_by_key(|v| v.version);
+        }
+        let mut docs = Map::new();
+        for name in order {
+            let versions: Map<String, Value> = by_name[&name]
+                .iter()
+                .map(|a| (a.version.to_string(), a.documentation()))
+                .collect();
+            docs.insert(name, Value::Object(versions));
         }
         let documentation = Value::Object(docs);
         let documentation_json = documentation.to_string();
@@ -430,18 +458,25 @@ impl Registry {
     /// number must be integral (`1.0` is `1`); a string must be the version's plain decimal
     /// text (`"01"` and `"+1"` name no version).
     pub fn find(&self, name: &str, api_version: Option<&Value>) -> Option<&Arc<Action>> {
-        let action = self.by_name.get(name)?;
-        let matches = match api_version {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => true,
-            Some(Value::String(s)) => s.is_empty() || *s == action.version.to_string(),
-            Some(n @ Value::Number(_)) => match whole_number(n) {
-                Some(0) => true,
-                Some(v) => v == u64::from(action.version),
-                None => false,
+        let versions = self.by_name.get(name)?;
+        let wanted: Option<u32> = match api_version {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => {
+                // Plain decimal only: `"01"` and `"+1"` name no version.
+                let v = s.parse::<u32>().ok().filter(|v| v.to_string() == *s)?;
+                Some(v)
+            }
+            Some(n @ Value::Number(_)) => match whole_number(n)? {
+                0 => None,
+                v => Some(u32::try_from(v).ok()?),
             },
-            Some(_) => false,
+            Some(_) => return None,
         };
-        matches.then_some(action)
+        match wanted {
+            None => versions.last(),
+            Some(v) => versions.iter().find(|a| a.version == v),
+        }
     }
 
     /// Whether `paramAdd key` is allowed with scrubbing on.
@@ -764,8 +799,15 @@ mod tests {
     fn registry_refuses_duplicates_and_checks_api_version() {
         assert_eq!(
             Registry::new(vec![action(), action()]).err(),
-            Some(RegistryError::Duplicate("t".into()))
+            Some(RegistryError::Duplicate("t".into(), 1))
         );
+        let two = Registry::new(vec![action().version(3), action().version(1)]).expect("two");
+        assert_eq!(two.find("t", None).map(|a| a.version), Some(3));
+        assert_eq!(two.find("t", Some(&json!(1))).map(|a| a.version), Some(1));
+        assert_eq!(two.find("t", Some(&json!("3"))).map(|a| a.version), Some(3));
+        assert!(two.find("t", Some(&json!(2))).is_none());
+        assert!(two.find("t", Some(&json!("03"))).is_none());
+        assert!(two.find("t", Some(&json!(-1))).is_none());
         let r = Registry::new(vec![action().version(2)]).expect("registry");
         assert!(r.find("t", None).is_some());
         assert!(r.find("t", Some(&json!(2))).is_some());

@@ -224,8 +224,44 @@ fn duplicate_action_names_refuse_to_start() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "action error: action `status` is defined twice"
+        "action error: action `status` version 1 is defined twice"
     );
+}
+
+#[test]
+fn versions_of_one_action_are_picked_by_api_version() {
+    let v = |n: u32| {
+        Action::new("greet", move |d| {
+            d.response.insert("version".into(), serde_json::json!(n));
+            Ok(())
+        })
+        .version(n)
+        .description(format!("greets, version {n}"))
+        .input(
+            Input::new(format!("name{n}"))
+                .description("who to greet")
+                .default_value(serde_json::json!("ada")),
+        )
+    };
+    // Registered out of order: the highest is the default all the same.
+    let srv = TestServer::with_actions(|_| {}, vec![v(2), v(1), v(3)]);
+    let mut c = srv.client();
+    assert_eq!(c.request(r#"{"action":"greet"}"#)["version"], 3);
+    for (given, version) in [("1", 1), ("\"2\"", 2), ("3", 3), ("0", 3), ("null", 3)] {
+        let r = c.request(&format!(
+            r#"{{"action":"greet","params":{{"apiVersion":{given}}}}}"#
+        ));
+        assert_eq!(r["version"], version, "apiVersion {given}");
+    }
+    let r = c.request(r#"{"action":"greet","params":{"apiVersion":4}}"#);
+    assert_eq!(error_text(&r), "unknown action or invalid apiVersion");
+    // documentation lists every version, with the inputs' descriptions.
+    let docs = ok_data(&c.request("documentation"));
+    let greet = docs["greet"].as_object().expect("greet");
+    assert_eq!(keys(&docs["greet"]), ["1", "2", "3"]);
+    assert_eq!(greet["2"]["description"], "greets, version 2");
+    assert_eq!(greet["2"]["inputs"]["name2"]["description"], "who to greet");
+    assert_eq!(greet["2"]["version"], 2);
 }
 
 #[test]
