@@ -283,3 +283,27 @@ fn shutdown_waits_for_the_grace_then_closes_what_is_left() {
     h.join()
         .expect("the loop returns once everything is closed");
 }
+
+#[test]
+fn talking_keeps_a_connection_from_the_idle_timeout() {
+    let opts = ListenerOptions {
+        idle_timeout: Duration::from_millis(500),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    // 1.5 s of talking, a line every 150 ms: never 500 ms of silence.
+    for i in 0..10 {
+        say(&mut c, &format!("line {i}"));
+        assert_eq!(read_n(&mut c, 7), format!("line {i}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(150)); // pacing
+    }
+    // Then silence: now it goes.
+    let (t, _) = h.wait(|r| match r {
+        Report::Timeout(i, t, at) if i == id => Some((t, at)),
+        Report::Closed(i, reason, _, _) if i == id => panic!("closed early: {reason:?}"),
+        _ => None,
+    });
+    assert_eq!(t, Timeout::Idle);
+}

@@ -46,3 +46,41 @@ fn garbage_instead_of_a_client_hello_is_dropped_without_opening() {
     });
     assert_eq!(reason, CloseReason::Error);
 }
+
+#[test]
+fn a_large_tls_reply_through_a_small_window_arrives_whole_and_is_counted() {
+    const N: usize = 3_000_000;
+    let h = Harness::default();
+    let tcp = crate::io::small_window_client(h.tls);
+    let conn = rustls::ClientConnection::new(
+        Arc::clone(&h.certs.client),
+        ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(format!("!big {N}\n").as_bytes())
+        .expect("write");
+    let id = h.opened(EndpointKind::Accepted);
+    // Read slowly at first, so the server meets a full socket and a full rustls buffer.
+    let mut got = vec![0u8; N];
+    let mut at = 0;
+    for _ in 0..32 {
+        let n = tls.read(&mut got[at..at + 512]).expect("read");
+        at += n;
+    }
+    tls.read_exact(&mut got[at..]).expect("the rest");
+    assert!(got.iter().all(|&b| b == b'x'));
+    tls.write_all(b"after\n").expect("write");
+    let mut after = [0u8; 6];
+    tls.read_exact(&mut after)
+        .expect("echo after the big reply");
+    assert_eq!(&after, b"after\n");
+    // Everything written was counted (records add a little on top of the plaintext).
+    let out = h.stats.bytes_out.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(
+        out >= N && out < N + N / 10,
+        "bytes_out {out} for {N} bytes of plaintext"
+    );
+    drop(tls);
+    let _ = h.closed(id);
+}
