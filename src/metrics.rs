@@ -304,6 +304,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "actionwire_read_pauses_total",
+            "Times reading from a connection paused because its replies were not being read (backpressure).",
+            load(&stats.read_pauses),
+        );
+        counter(
+            &mut o,
             "actionwire_proxy_header_failures_total",
             "Connections closed on a PROXY protocol listener for not starting with a valid header.",
             load(&stats.proxy_failures),

@@ -323,7 +323,10 @@ impl<H: Handler> Reactor<H> {
                     if ep.out.queued() >= pause_at || ep.out.files() >= MAX_QUEUED_FILES =>
                 {
                     // Backpressure: resume when the peer has read its replies.
-                    ep.read_paused = true;
+                    if !ep.read_paused {
+                        ep.read_paused = true;
+                        stats.read_pauses.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 }
                 Phase::Open if ep.app_paused || !ep.has_input() => return,

@@ -30,6 +30,9 @@ pub struct ReactorStats {
     pub accept_failures: AtomicU64,
     /// Connections closed because a PROXY protocol header was expected and not sent.
     pub proxy_failures: AtomicU64,
+    /// Times reading from a connection paused because its own output was backed up
+    /// (backpressure: it resumes as the peer reads).
+    pub read_pauses: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

@@ -48,8 +48,8 @@ fn backpressure_pauses_reading_and_loses_nothing() {
     let h = Harness::start(cfg, ListenerOptions::default());
     let mut c = client(h.plain);
     let id = h.opened(EndpointKind::Accepted);
-    // 16 MiB of echo requests, written while nothing is read: the server must stop reading
-    // (or it would queue past the 8 MiB hard limit and disconnect us).
+    // 16 MiB of echo requests, all written before anything is read: the server must stop
+    // reading (or it would queue past the 8 MiB hard limit and disconnect us).
     let line = format!("{}\n", "y".repeat(1023));
     let total = 16 * 1024;
     let mut writer = c.try_clone().expect("clone");
@@ -62,6 +62,12 @@ fn backpressure_pauses_reading_and_loses_nothing() {
             .shutdown(std::net::Shutdown::Write)
             .expect("shutdown");
     });
+    // Nothing is read until the server says it paused (its counter, not a clock).
+    let deadline = Instant::now() + crate::toy::GUARD;
+    while h.stats.read_pauses.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "reading never paused");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut got = 0usize;
     let mut buf = vec![0; 256 * 1024];
     loop {

@@ -307,3 +307,64 @@ fn talking_keeps_a_connection_from_the_idle_timeout() {
     });
     assert_eq!(t, Timeout::Idle);
 }
+
+#[test]
+fn during_shutdown_earlier_timers_still_fire_and_later_ones_are_cut_to_the_grace() {
+    let cfg = ReactorConfig {
+        shutdown_grace: Duration::from_millis(1500),
+        linger: Duration::from_secs(60),
+        ..ReactorConfig::default()
+    };
+    let soon = ListenerOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(cfg, soon);
+    // Both stay open through the handler's shutdown pass: one idles out before the grace
+    // ends, the other (a TLS client that never says hello) is dropped at once.
+    let mut early = client(h.plain);
+    let early_id = h.opened(EndpointKind::Accepted);
+    say(&mut early, "!stay");
+    assert_eq!(read_n(&mut early, 5), b"stay\n");
+    let _silent_tls = client(h.tls);
+    h.send(Ev::Ping); // the TLS endpoint is accepted by the time the ping is answered
+    h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    h.begin_shutdown();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        if let Report::Closed(id, reason, _, _) = h.next() {
+            reasons.push((id == early_id, reason));
+        }
+    }
+    // In this order: the silent TLS client at once, the idle one ~300 ms later.
+    assert_eq!(
+        reasons,
+        [
+            (false, CloseReason::Shutdown),
+            (true, CloseReason::IdleTimeout)
+        ]
+    );
+    let mut h = h;
+    h.join().expect("the loop returns");
+}
+
+#[test]
+fn a_far_timer_does_not_hold_the_shutdown_past_its_grace() {
+    let cfg = ReactorConfig {
+        shutdown_grace: Duration::from_millis(400),
+        ..ReactorConfig::default()
+    };
+    let far = ListenerOptions {
+        idle_timeout: Duration::from_secs(120),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(cfg, far);
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!stay");
+    assert_eq!(read_n(&mut c, 5), b"stay\n");
+    h.begin_shutdown();
+    assert_eq!(h.closed(id).0, CloseReason::Shutdown);
+    let mut h = h;
+    h.join().expect("the loop returns");
+}
