@@ -295,3 +295,40 @@ fn max_connections_zero_means_one() {
     say(&mut c, "one");
     assert_eq!(read_n(&mut c, 4), b"one\n");
 }
+
+/// Closes `s` with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(s: std::net::TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(s);
+}
+
+#[test]
+fn a_peer_that_resets_is_closed_with_an_error() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "x");
+    assert_eq!(read_n(&mut c, 2), b"x\n");
+    reset(c);
+    let reason = h.closed(id).0;
+    assert!(
+        matches!(reason, CloseReason::Error | CloseReason::Eof),
+        "{reason:?}"
+    );
+}
+
+#[test]
+fn a_reset_while_closing_keeps_the_closing_reason() {
+    let h = Harness::default();
+    let mut c = small_window_client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    // A reply far bigger than the window, then quit: the endpoint drains while we do not read.
+    // One write, so both lines are read together before reading pauses for the big reply.
+    c.write_all(b"!big 4000000\n!quit\n").expect("write");
+    let mut some = [0u8; 4096];
+    c.read_exact(&mut some).expect("the reply has started");
+    reset(c);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+}

@@ -193,12 +193,17 @@ impl Handler for Toy {
         }
     }
 
+    // The reactor's promises to a handler, checked on every call (a broken promise panics
+    // the loop thread, and every test waiting on it fails).
     fn on_open(&mut self, core: &mut Core<Self>, id: ConnId) {
+        assert!(core.is_open(id), "on_open for an endpoint that is not open");
         let kind = core.kind(id).expect("a live endpoint");
         self.report(Report::Opened(id, kind));
     }
 
     fn on_data(&mut self, core: &mut Core<Self>, id: ConnId, data: &mut [u8]) {
+        assert!(!data.is_empty(), "on_data without data");
+        assert!(core.is_open(id), "on_data for an endpoint that is not open");
         let Some(s) = core.session_mut(id) else {
             return;
         };
@@ -219,7 +224,11 @@ impl Handler for Toy {
         }
     }
 
-    fn on_completion(&mut self, _core: &mut Core<Self>, id: ConnId, r: Result<u64, JobPanic>) {
+    fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, r: Result<u64, JobPanic>) {
+        assert!(
+            core.is_open(id),
+            "a completion for an endpoint that is not open"
+        );
         self.report(Report::Completion(id, r.unwrap_or(0)));
     }
 
@@ -238,7 +247,11 @@ impl Handler for Toy {
         }
     }
 
-    fn on_timeout(&mut self, _core: &mut Core<Self>, id: ConnId, t: Timeout) -> bool {
+    fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, t: Timeout) -> bool {
+        assert!(
+            core.is_open(id),
+            "a timeout for an endpoint that is not open"
+        );
         self.report(Report::Timeout(id, t, Instant::now()));
         true
     }
