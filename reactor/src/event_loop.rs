@@ -341,6 +341,7 @@ impl<H: Handler> Reactor<H> {
                     if !ep.readable {
                         return;
                     }
+                    stats.reads.fetch_add(1, Ordering::Relaxed);
                     match Transport::discard(&mut ep.stream, &mut self.read_buf) {
                         Ok(0) => {
                             ep.eof = true;
@@ -360,6 +361,7 @@ impl<H: Handler> Reactor<H> {
                 }
                 Phase::Connecting | Phase::Draining(_) | Phase::Dead(_) => return,
             }
+            stats.reads.fetch_add(1, Ordering::Relaxed);
             let step = match ep.transport.read(&mut ep.stream, &mut self.read_buf) {
                 Ok(step) => step,
                 Err(ReadError::Io(e)) => return self.read_failed(id, e),

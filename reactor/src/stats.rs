@@ -33,6 +33,9 @@ pub struct ReactorStats {
     /// Times reading from a connection paused because its own output was backed up
     /// (backpressure: it resumes as the peer reads).
     pub read_pauses: AtomicU64,
+    /// Read steps on endpoints (each at most one socket read): with edge-triggered
+    /// readiness, a short read ends the reading, so an idle-then-one-line exchange costs one.
+    pub reads: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

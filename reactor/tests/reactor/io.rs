@@ -332,3 +332,24 @@ fn a_reset_while_closing_keeps_the_closing_reason() {
     reset(c);
     assert_eq!(h.closed(id).0, CloseReason::Quit);
 }
+
+#[test]
+fn a_short_read_is_the_last_one_until_the_next_edge() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    say(&mut c, "x");
+    assert_eq!(read_n(&mut c, 2), b"x\n");
+    h.send(Ev::Ping); // settle: the turn that wrote the echo is over
+    h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    for line in ["one", "two", "three"] {
+        let before = h.stats.reads.load(Ordering::Relaxed);
+        say(&mut c, line);
+        assert_eq!(
+            read_n(&mut c, line.len() + 1),
+            format!("{line}\n").as_bytes()
+        );
+        let reads = h.stats.reads.load(Ordering::Relaxed) - before;
+        assert_eq!(reads, 1, "{line}: {reads} reads for one short line");
+    }
+}

@@ -320,8 +320,8 @@ fn during_shutdown_earlier_timers_still_fire_and_later_ones_are_cut_to_the_grace
         ..ListenerOptions::default()
     };
     let h = Harness::start(cfg, soon);
-    // Both stay open through the handler's shutdown pass: one idles out before the grace
-    // ends, the other (a TLS client that never says hello) is dropped at once.
+    // Both stay open through the handler's shutdown pass: a TLS client that never says
+    // hello is dropped at once; the other idles out (300 ms) long before the grace ends.
     let mut early = client(h.plain);
     let early_id = h.opened(EndpointKind::Accepted);
     say(&mut early, "!stay");
@@ -330,20 +330,25 @@ fn during_shutdown_earlier_timers_still_fire_and_later_ones_are_cut_to_the_grace
     h.send(Ev::Ping); // the TLS endpoint is accepted by the time the ping is answered
     h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
     h.begin_shutdown();
-    let mut reasons = Vec::new();
-    while reasons.len() < 2 {
-        if let Report::Closed(id, reason, _, _) = h.next() {
-            reasons.push((id == early_id, reason));
+    // First the TLS endpoint's close, then the idle timeout of the other.
+    let tls_reason = h.wait(|r| match r {
+        Report::Timeout(..) => {
+            panic!("the idle timeout came before the pre-open endpoint was dropped")
         }
-    }
-    // In this order: the silent TLS client at once, the idle one ~300 ms later.
-    assert_eq!(
-        reasons,
-        [
-            (false, CloseReason::Shutdown),
-            (true, CloseReason::IdleTimeout)
-        ]
-    );
+        Report::Closed(id, reason, _, _) if id != early_id => Some(reason),
+        _ => None,
+    });
+    assert_eq!(tls_reason, CloseReason::Shutdown);
+    let t = h.wait(|r| match r {
+        Report::Timeout(id, t, _) if id == early_id => Some(t),
+        Report::Closed(id, reason, _, _) if id == early_id => {
+            panic!("closed ({reason:?}) instead of idling out")
+        }
+        _ => None,
+    });
+    assert_eq!(t, Timeout::Idle);
+    drop(early); // our FIN ends its linger
+    assert_eq!(h.closed(early_id).0, CloseReason::IdleTimeout);
     let mut h = h;
     h.join().expect("the loop returns");
 }

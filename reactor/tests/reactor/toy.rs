@@ -237,6 +237,7 @@ impl Handler for Toy {
     }
 
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
+        assert!(core.is_shutting_down());
         self.report(Report::Shutdown);
         for id in core.open_ids() {
             if core.session_mut(id).is_some_and(|s| s.stay) {
@@ -295,7 +296,11 @@ impl Handler for Toy {
                 self.timers.retain(|(t, _)| *t != tag);
                 self.report(Report::Fired(tag, Instant::now()));
             }
-            Ev::Ping => self.report(Report::Pong(core.jobs_in_flight())),
+            Ev::Ping => {
+                assert_eq!(core.is_empty(), core.len() == 0);
+                assert_eq!(core.is_shutting_down(), false, "pinged while running");
+                self.report(Report::Pong(core.jobs_in_flight()));
+            }
             Ev::Block => {
                 self.report(Report::Blocked);
                 self.gate.wait();
