@@ -141,23 +141,27 @@ fn the_soft_limit_counts_from_when_output_first_went_over() {
         ..ReactorConfig::default()
     };
     let h = Harness::start(cfg, ListenerOptions::default());
-    let mut c = crate::io::small_window_client(h.plain);
+    let c = crate::io::small_window_client(h.plain);
     let id = h.opened(EndpointKind::Accepted);
+    let mut c = c;
     say(&mut c, "!big 4000000");
-    // More output keeps coming (echoes), and none is read: that must not restart the clock.
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut w = c.try_clone().expect("clone");
-    let writer = std::thread::spawn(move || {
-        while rx.try_recv().is_err() {
-            if w.write_all(b"more\n").is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20)); // pacing, not waiting
+    // More output keeps coming from the server side (as chat to a member that does not
+    // read), and none is read: that must not restart the soft limit's clock.
+    let deadline = Instant::now() + crate::toy::GUARD;
+    let closed = loop {
+        assert!(Instant::now() < deadline, "never cut off by the soft limit");
+        h.send(Ev::Send(id, b"more\n".to_vec()));
+        match h.next() {
+            Report::Closed(i, reason, max_queued, _) if i == id => break (reason, max_queued),
+            _ => std::thread::sleep(Duration::from_millis(20)), // pacing
         }
-    });
-    assert_eq!(h.closed(id).0, CloseReason::OutputLimit);
-    let _ = tx.send(());
-    writer.join().expect("writer");
+    };
+    assert_eq!(closed.0, CloseReason::OutputLimit);
+    assert!(
+        closed.1 > 1 << 20,
+        "queued_bytes saw the big reply: {}",
+        closed.1
+    );
 }
 
 #[test]

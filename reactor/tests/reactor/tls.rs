@@ -49,8 +49,14 @@ fn garbage_instead_of_a_client_hello_is_dropped_without_opening() {
 
 #[test]
 fn a_large_tls_reply_through_a_small_window_arrives_whole_and_is_counted() {
-    const N: usize = 3_000_000;
-    let h = Harness::default();
+    // More than the server's socket send buffer can take (loopback buffers grow to several MiB).
+    const N: usize = 24_000_000;
+    let cfg = actionwire_reactor::ReactorConfig {
+        output_soft_limit: 32 << 20,
+        output_hard_limit: 64 << 20,
+        ..actionwire_reactor::ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, actionwire_reactor::ListenerOptions::default());
     let tcp = crate::io::small_window_client(h.tls);
     let conn = rustls::ClientConnection::new(
         Arc::clone(&h.certs.client),
