@@ -1,7 +1,7 @@
 //! The rest of the `Core` API a handler calls: what it tells about endpoints, shared and file
 //! output, pausing reads, touching, and the output limits at their exact boundaries.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
