@@ -353,3 +353,29 @@ fn a_short_read_is_the_last_one_until_the_next_edge() {
         assert_eq!(reads, 1, "{line}: {reads} reads for one short line");
     }
 }
+
+#[test]
+fn a_lingering_endpoint_discards_late_input_and_waits_for_the_fin() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    h.send(Ev::Close(id));
+    // Our side sees the server's FIN: it lingers now.
+    assert_eq!(read_to_end(&mut c), b"");
+    c.write_all(b"late input the server must read and drop\n")
+        .expect("write");
+    // Two turns after the late input arrived (a ping is answered before the turn's read
+    // pass): the endpoint is still there, waiting.
+    for _ in 0..2 {
+        h.send(Ev::Ping);
+        h.wait(|r| match r {
+            Report::Closed(i, reason, _, _) if i == id => {
+                panic!("closed ({reason:?}) before the peer's FIN")
+            }
+            Report::Pong(_) => Some(()),
+            _ => None,
+        });
+    }
+    drop(c);
+    assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
