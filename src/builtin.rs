@@ -183,7 +183,7 @@ fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
         r.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         r.insert("uptime".into(), json!(api.uptime_ms()));
         r.insert("consumedMemoryMB".into(), json!(consumed_memory_mb()));
-        let (status, problems, _) = crate::health::node_status(api);
+        let (status, problems) = crate::health::node_status(api);
         r.insert("nodeStatus".into(), json!(status));
         r.insert("problems".into(), json!(problems));
         r.insert("connections".into(), json!(api.connections()));

@@ -64,9 +64,11 @@ impl Health {
     }
 }
 
-/// `nodeStatus` and `problems` for `/status` and the `status` action, and whether the node
-/// should receive new clients (the HTTP status: 200 or 503).
-pub(crate) fn node_status(api: &crate::Api) -> (&'static str, Vec<String>, bool) {
+/// The `nodeStatus` of a node that should receive new clients (`/status` 200; else 503).
+pub(crate) const HEALTHY: &str = "Node Healthy";
+
+/// `nodeStatus` and `problems` for `/status` and the `status` action.
+pub(crate) fn node_status(api: &crate::Api) -> (&'static str, Vec<String>) {
     let problems = problems(&Inputs {
         loop_lag: api.health.loop_lag(),
         connections: api.connections(),
@@ -77,12 +79,11 @@ pub(crate) fn node_status(api: &crate::Api) -> (&'static str, Vec<String>, bool)
     let status = if api.health.is_draining() {
         "Node Draining"
     } else if problems.is_empty() {
-        "Node Healthy"
+        HEALTHY
     } else {
         "Node Unhealthy"
     };
-    let serving = status == "Node Healthy";
-    (status, problems, serving)
+    (status, problems)
 }
 
 /// What the problems are computed from (a snapshot).

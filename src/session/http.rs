@@ -233,7 +233,9 @@ impl State {
             "/status" | "/metrics" if !matches!(method, "GET" | "HEAD") => not_allowed("GET, HEAD"),
             "/status" => {
                 let fields = crate::builtin::status_fields(&self.api);
-                let (_, _, serving) = crate::health::node_status(&self.api);
+                // One health reading: the status code follows the `nodeStatus` just computed.
+                let serving = fields.get("nodeStatus").and_then(|v| v.as_str())
+                    == Some(crate::health::HEALTHY);
                 let status = if serving && !core.is_shutting_down() {
                     200
                 } else {

@@ -31,6 +31,20 @@ impl Drop for Scratch {
     }
 }
 
+/// The binary with `--log-level info`, a configuration file holding `config` (JSON), and
+/// `extra` flags.
+fn spawn_configured(scratch: &Scratch, config: &[u8], extra: &[&str]) -> ChildServer {
+    let path = scratch.file("config.json", config);
+    let mut args = vec![
+        "--log-level",
+        "info",
+        "--config",
+        path.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    ChildServer::spawn("true", &args)
+}
+
 #[test]
 fn sigint_shuts_down_gracefully_and_sighup_without_tls_keeps_serving() {
     let srv = ChildServer::spawn("true", &["--log-level", "info"]);
@@ -53,18 +67,10 @@ fn sigint_shuts_down_gracefully_and_sighup_without_tls_keeps_serving() {
 fn a_second_signal_exits_at_once() {
     let scratch = Scratch::new("second-signal");
     // A grace far longer than the test's guard: only the second signal can end the process in time.
-    let config = scratch.file(
-        "config.json",
+    let srv = spawn_configured(
+        &scratch,
         br#"{"general":{"pendingShutdownWaitLimit":600000}}"#,
-    );
-    let srv = ChildServer::spawn(
-        "true",
-        &[
-            "--log-level",
-            "info",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-        ],
+        &[],
     );
     let mut busy = Client::connect(srv.addr);
     busy.send(r#"{"action":"sleepTest","params":{"sleepDuration":60000}}"#);
@@ -229,17 +235,10 @@ fn http_status(web: SocketAddr) -> (u16, serde_json::Value) {
 #[test]
 fn sigterm_with_drain_seconds_keeps_serving_while_status_says_503() {
     let scratch = Scratch::new("drain");
-    let config = scratch.file("config.json", br#"{"general":{"drainSeconds":1}}"#);
-    let srv = ChildServer::spawn(
-        "true",
-        &[
-            "--log-level",
-            "info",
-            "--web-port",
-            "0",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-        ],
+    let srv = spawn_configured(
+        &scratch,
+        br#"{"general":{"drainSeconds":1}}"#,
+        &["--web-port", "0"],
     );
     let web = web_addr_of(&srv);
     assert_eq!(http_status(web).0, 200);
@@ -268,20 +267,10 @@ fn sigterm_with_drain_seconds_keeps_serving_while_status_says_503() {
 fn an_http_request_in_flight_does_not_hold_the_shutdown_after_its_reply() {
     let scratch = Scratch::new("http-shutdown");
     // A grace far longer than the test's guard: the server must not wait it out.
-    let config = scratch.file(
-        "config.json",
+    let srv = spawn_configured(
+        &scratch,
         br#"{"general":{"pendingShutdownWaitLimit":600000}}"#,
-    );
-    let srv = ChildServer::spawn(
-        "true",
-        &[
-            "--log-level",
-            "info",
-            "--web-port",
-            "0",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-        ],
+        &["--web-port", "0"],
     );
     let web = web_addr_of(&srv);
     let mut http = TcpStream::connect(web).expect("connect");

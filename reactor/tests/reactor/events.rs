@@ -74,14 +74,7 @@ fn server_timers_fire_at_or_after_their_time_and_cancelled_ones_never() {
         }),
         2
     );
-    let turns = || -> u64 {
-        h.stats
-            .loop_turns
-            .iter()
-            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
-    };
-    let turns_before = turns();
+    let turns_before = h.turns();
     let mut order = Vec::new();
     while order.len() < 2 {
         if let Report::Fired(tag, at) = h.next() {
@@ -93,7 +86,7 @@ fn server_timers_fire_at_or_after_their_time_and_cancelled_ones_never() {
     }
     assert_eq!(order, [3, 1]);
     // The loop slept until each timer was due: a handful of turns, not a spin.
-    let waiting_turns = turns() - turns_before;
+    let waiting_turns = h.turns() - turns_before;
     assert!(
         waiting_turns <= 20,
         "{waiting_turns} loop turns while waiting for two timers"

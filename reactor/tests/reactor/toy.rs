@@ -486,6 +486,15 @@ impl Harness {
         assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR2) }, 0);
     }
 
+    /// Loop turns so far (every bucket of the turn histogram).
+    pub fn turns(&self) -> u64 {
+        self.stats
+            .loop_turns
+            .iter()
+            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
     /// Starts a graceful shutdown without waiting for the loop (see [`Harness::join`]).
     pub fn begin_shutdown(&self) {
         self.shutdown.shutdown();
