@@ -241,13 +241,6 @@ impl CertStore {
     pub fn cert_path(&self) -> &Path {
         &self.cert_path
     }
-
-    /// The end-entity certificate new handshakes get (DER).
-    pub fn current_certificate(&self) -> CertificateDer<'static> {
-        let pair = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        debug_assert!(!pair.cert.is_empty(), "load_pair refuses empty chains");
-        pair.cert[0].clone()
-    }
 }
 
 impl fmt::Debug for CertStore {
