@@ -59,14 +59,6 @@ pub(crate) struct Listener<T> {
     pub(crate) ready: bool,
 }
 
-impl<T> Listener<T> {
-    pub(crate) fn deregister(mut self, registry: &mio::Registry) {
-        if let Err(e) = registry.deregister(&mut self.socket) {
-            log::debug!("deregistering a listener: {e}");
-        }
-    }
-}
-
 /// Why accepting is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AcceptPause {
@@ -139,7 +131,7 @@ impl<H: Handler> Reactor<H> {
     /// The listener index a token names, if it names one.
     pub(crate) fn listener_of(&self, t: Token) -> Option<usize> {
         let i = LISTENER_BASE.checked_sub(t.0)?;
-        (i < self.listeners.len()).then_some(i)
+        self.listeners.get(i).map(|_| i)
     }
 
     pub(crate) fn accept_all(&mut self) {
@@ -234,7 +226,7 @@ impl<H: Handler> Reactor<H> {
         let core = &mut self.core;
         let generation = core.next_generation();
         let slot = core.endpoints.vacant_key();
-        if slot > crate::timers::MAX_ENDPOINT_SLOT {
+        if !crate::timers::endpoint_slot_fits(slot) {
             log::error!("endpoint slab is full: refusing {peer}");
             return;
         }

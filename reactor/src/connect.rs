@@ -22,7 +22,7 @@ use crate::core::Core;
 use crate::endpoint::{CloseReason, ConnId, Endpoint, EndpointKind, Phase};
 use crate::event_loop::Reactor;
 use crate::handler::Handler;
-use crate::timers::{MAX_ENDPOINT_SLOT, Profile, ticks};
+use crate::timers::{Profile, endpoint_slot_fits, ticks};
 use crate::transport::Transport;
 
 /// TLS for an outbound endpoint: the client configuration and the name to verify.
@@ -95,7 +95,7 @@ impl<H: Handler> Core<H> {
             }
         };
         let slot = self.endpoints.vacant_key();
-        if slot > MAX_ENDPOINT_SLOT {
+        if !endpoint_slot_fits(slot) {
             return fail(io::Error::other("endpoint slab is full"), session);
         }
         let mut stream = match TcpStream::connect(addr) {
@@ -160,14 +160,10 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         debug_assert_eq!(ep.phase, Phase::Connecting);
-        match ep.stream.take_error() {
-            Ok(None) => {}
-            Ok(Some(e)) | Err(e) => return core.outbound_failed(id, &e),
-        }
-        match ep.stream.peer_addr() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-            Err(e) => return core.outbound_failed(id, &e),
+        match connect_progress(ep.stream.take_error(), || ep.stream.peer_addr()) {
+            ConnectProgress::Connected => {}
+            ConnectProgress::Pending => return,
+            ConnectProgress::Failed(e) => return core.outbound_failed(id, &e),
         }
         ep.phase = Phase::Open;
         ep.writable = true;
@@ -187,5 +183,54 @@ impl<H: Handler> Reactor<H> {
         if readable {
             self.core.mark_ready(id);
         }
+    }
+}
+
+/// Where a non-blocking connect stands when its socket reports readiness.
+#[derive(Debug)]
+enum ConnectProgress {
+    Connected,
+    /// A spurious wake-up: still under way.
+    Pending,
+    Failed(io::Error),
+}
+
+/// Reads a connect's outcome the way non-blocking sockets report it: a pending socket
+/// error (`SO_ERROR`) means it failed; otherwise it is connected once it has a peer address,
+/// and `NotConnected` there means it is still under way.
+fn connect_progress(
+    socket_error: io::Result<Option<io::Error>>,
+    peer: impl FnOnce() -> io::Result<SocketAddr>,
+) -> ConnectProgress {
+    match socket_error {
+        Ok(None) => {}
+        Ok(Some(e)) | Err(e) => return ConnectProgress::Failed(e),
+    }
+    match peer() {
+        Ok(_) => ConnectProgress::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectProgress::Pending,
+        Err(e) => ConnectProgress::Failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> io::Result<SocketAddr> {
+        Ok(SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+
+    #[test]
+    fn a_connect_is_read_from_its_socket_error_then_its_peer() {
+        use io::ErrorKind::{ConnectionRefused, NotConnected, PermissionDenied};
+        let progress = |socket_error, peer: io::Result<SocketAddr>| {
+            format!("{:?}", connect_progress(socket_error, || peer))
+        };
+        assert_eq!(progress(Ok(None), addr()), "Connected");
+        assert_eq!(progress(Ok(None), Err(NotConnected.into())), "Pending");
+        assert!(progress(Ok(None), Err(PermissionDenied.into())).contains("PermissionDenied"));
+        assert!(progress(Ok(Some(ConnectionRefused.into())), addr()).contains("ConnectionRefused"));
+        assert!(progress(Err(PermissionDenied.into()), addr()).contains("PermissionDenied"));
     }
 }

@@ -25,6 +25,18 @@ use crate::timers::Timers;
 /// Queued files per endpoint at which reading pauses (each holds a file descriptor).
 pub(crate) const MAX_QUEUED_FILES: usize = 4;
 
+/// Read backpressure: an endpoint whose peer does not take its replies is not read while
+/// `pause_at` bytes (or [`MAX_QUEUED_FILES`] files) wait in its queue.
+pub(crate) fn must_pause_reading(out: &OutQueue, pause_at: usize) -> bool {
+    out.queued() >= pause_at || out.files() >= MAX_QUEUED_FILES
+}
+
+/// Reading resumes once the peer has taken the queue down to half the pause mark (and a
+/// file slot is free): the gap keeps an endpoint at the mark from pausing every turn.
+pub(crate) fn may_resume_reading(out: &OutQueue, pause_at: usize) -> bool {
+    out.queued() <= pause_at / 2 && out.files() < MAX_QUEUED_FILES
+}
+
 /// Loop limits, set by the application from its configuration.
 #[derive(Debug, Clone)]
 pub struct ReactorConfig {
@@ -255,8 +267,8 @@ impl<H: Handler> Core<H> {
     pub fn resume_reading(&mut self, id: ConnId) {
         if let Some(conn) = self.ep_mut(id).filter(|c| c.app_paused) {
             conn.app_paused = false;
-            if conn.has_input() && !conn.read_paused {
-                self.mark_ready(id);
+            if conn.has_input() {
+                self.mark_ready(id); // the read pass still honours backpressure
             }
         }
     }
@@ -403,5 +415,45 @@ impl<H: Handler> Core<H> {
             n => n,
         };
         g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(bytes: usize, files: usize) -> OutQueue {
+        let mut q = OutQueue::default();
+        q.push_owned(vec![b'x'; bytes]);
+        for _ in 0..files {
+            q.push_file(File::open("/dev/null").expect("/dev/null"), 1);
+        }
+        q
+    }
+
+    #[test]
+    fn reading_pauses_at_the_mark_and_resumes_at_half_of_it() {
+        let pause_at = 64 * 1024;
+        assert!(!must_pause_reading(&queue(pause_at - 1, 0), pause_at));
+        assert!(must_pause_reading(&queue(pause_at, 0), pause_at));
+        assert!(!must_pause_reading(
+            &queue(0, MAX_QUEUED_FILES - 1),
+            pause_at
+        ));
+        assert!(must_pause_reading(&queue(0, MAX_QUEUED_FILES), pause_at));
+
+        assert!(may_resume_reading(&queue(0, 0), pause_at));
+        assert!(may_resume_reading(&queue(pause_at / 2, 0), pause_at));
+        assert!(!may_resume_reading(&queue(pause_at / 2 + 1, 0), pause_at));
+        assert!(!may_resume_reading(&queue(pause_at - 1, 0), pause_at));
+        assert!(may_resume_reading(
+            &queue(0, MAX_QUEUED_FILES - 1),
+            pause_at
+        ));
+        assert!(!may_resume_reading(&queue(0, MAX_QUEUED_FILES), pause_at));
+        assert!(!may_resume_reading(
+            &queue(pause_at, MAX_QUEUED_FILES - 1),
+            pause_at
+        ));
     }
 }

@@ -16,7 +16,7 @@ use mio::Token;
 use mio::net::TcpStream;
 
 use crate::output::OutQueue;
-use crate::transport::Transport;
+use crate::transport::{ReadStep, Transport};
 use crate::wheel::Link;
 
 const _: () = assert!(
@@ -274,10 +274,16 @@ impl<S> Endpoint<S> {
         self.readable || self.transport.has_plaintext()
     }
 
-    /// Output waits: in the queue, or as records inside the transport (a handshake flight,
-    /// a close_notify) while the queue itself may be empty.
-    pub(crate) fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.transport.wants_write()
+    /// Records what a read step saw of the socket: EOF, or a short read that drained it
+    /// (the next edge tells about more, unless the peer's FIN is already known: then reading
+    /// goes on to see the 0).
+    pub(crate) fn note_read(&mut self, step: &ReadStep) {
+        if step.eof {
+            self.eof = true;
+            self.readable = false;
+        } else if step.drained && !self.read_closed {
+            self.readable = false;
+        }
     }
 }
 

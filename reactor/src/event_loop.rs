@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::accept::{AcceptPause, Listener, WAKER};
-use crate::core::{Core, MAX_QUEUED_FILES, ReactorConfig};
+use crate::core::{Core, ReactorConfig, may_resume_reading, must_pause_reading};
 use crate::endpoint::{CloseReason, ConnId, EndpointKind, Phase};
 use crate::errors::{IoClass, classify};
 use crate::events::{EVENTS_PER_TURN, EventQueue, EventSender};
@@ -187,20 +187,18 @@ impl<H: Handler> Reactor<H> {
             ep.readable = true;
         }
         if ep.phase == Phase::Connecting {
-            if writable || ev.is_error() || ev.is_read_closed() {
-                self.finish_connect(id);
-            }
+            // Any event may end a connect; `finish_connect` tells a spurious one apart.
+            self.finish_connect(id);
             return;
         }
+        // The read and flush passes check pauses and pending output themselves (a paused or
+        // idle endpoint costs them one look), so an edge only records what it reported.
         if writable {
             ep.writable = true;
-        }
-        let has_output = ep.has_output();
-        if readable && !ep.read_paused && !ep.app_paused {
-            self.core.mark_ready(id);
-        }
-        if writable && has_output {
             self.core.mark_dirty(id);
+        }
+        if readable {
+            self.core.mark_ready(id);
         }
     }
 
@@ -264,9 +262,9 @@ impl<H: Handler> Reactor<H> {
             "shutting down: listeners closed, {} connections to finish",
             self.core.accepted
         );
-        for l in self.listeners.drain(..) {
-            l.deregister(self.poll.registry());
-        }
+        // Closing a listening socket also removes it from epoll (its descriptor is never
+        // shared: mio opens it close-on-exec).
+        self.listeners.clear();
         self.core.shutting_down = true;
         let deadline = self.core.timers.begin_shutdown();
         let ids: Vec<ConnId> = self
@@ -319,9 +317,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             };
             match ep.phase {
-                Phase::Open
-                    if ep.out.queued() >= pause_at || ep.out.files() >= MAX_QUEUED_FILES =>
-                {
+                Phase::Open if must_pause_reading(&ep.out, pause_at) => {
                     // Backpressure: resume when the peer has read its replies.
                     if !ep.read_paused {
                         ep.read_paused = true;
@@ -343,17 +339,15 @@ impl<H: Handler> Reactor<H> {
                     }
                     stats.reads.fetch_add(1, Ordering::Relaxed);
                     match Transport::discard(&mut ep.stream, &mut self.read_buf) {
-                        Ok(0) => {
-                            ep.eof = true;
-                            ep.readable = false;
-                            self.core.kill(id, reason);
-                            return;
-                        }
-                        Ok(n) => {
-                            if n < self.read_buf.len() && !ep.read_closed {
-                                ep.readable = false;
+                        Ok(step) => {
+                            ep.note_read(&step);
+                            stats
+                                .bytes_in
+                                .fetch_add(step.wire as u64, Ordering::Relaxed);
+                            if step.eof {
+                                self.core.kill(id, reason);
+                                return;
                             }
-                            stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         }
                         Err(e) => return self.read_failed(id, e),
                     }
@@ -367,21 +361,12 @@ impl<H: Handler> Reactor<H> {
                 Err(ReadError::Io(e)) => return self.read_failed(id, e),
                 Err(ReadError::Tls(e)) => return self.tls_failed(id, &e),
             };
-            if step.wire > 0 {
-                // Activity only stamps: the wheel entry re-checks when it fires.
-                ep.last_rx = tick;
-                stats
-                    .bytes_in
-                    .fetch_add(step.wire as u64, Ordering::Relaxed);
-            }
-            if step.eof {
-                ep.eof = true;
-                ep.readable = false;
-            } else if step.drained && !ep.read_closed {
-                // A short read drained the socket: the next edge tells us about more,
-                // unless the peer's FIN is already known (then read on to see the 0).
-                ep.readable = false;
-            }
+            // Activity only stamps: the wheel entry re-checks when it fires.
+            ep.last_rx = tick;
+            stats
+                .bytes_in
+                .fetch_add(step.wire as u64, Ordering::Relaxed);
+            ep.note_read(&step);
             let kind = ep.kind;
             if ep.transport.wants_write() {
                 self.core.mark_dirty(id);
@@ -398,12 +383,8 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
         }
-        // Budget spent with input possibly left: continue next turn.
-        if self
-            .core
-            .ep(id)
-            .is_some_and(|e| e.phase == Phase::Open && e.has_input())
-        {
+        // Budget spent with input possibly left (open or lingering): continue next turn.
+        if self.core.ep(id).is_some_and(|e| e.has_input()) {
             self.core.mark_ready(id);
         }
     }
@@ -486,7 +467,7 @@ impl<H: Handler> Reactor<H> {
 
     fn flush_endpoint(&mut self, id: ConnId) {
         let soft = self.core.cfg.output_soft_limit;
-        let resume_at = self.core.cfg.read_pause_bytes / 2;
+        let pause_at = self.core.cfg.read_pause_bytes;
         let Some(ep) = self.core.ep_mut(id) else {
             return;
         };
@@ -527,7 +508,7 @@ impl<H: Handler> Reactor<H> {
         let Some(ep) = self.core.ep_mut(id) else {
             return;
         };
-        if ep.read_paused && ep.out.queued() <= resume_at && ep.out.files() < MAX_QUEUED_FILES {
+        if ep.read_paused && may_resume_reading(&ep.out, pause_at) {
             ep.read_paused = false;
             if ep.has_input() {
                 self.core.mark_ready(id);

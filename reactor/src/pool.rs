@@ -175,3 +175,27 @@ fn worker<C>(shared: &Shared<C>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn dropping_the_pool_ends_its_idle_workers() {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let mut pool: Pool<u64> = Pool::new(2, waker).expect("pool");
+        pool.spawn(ConnId::new(1, 1), Box::new(|| 7));
+        pool.dispatch();
+        let shared = Arc::downgrade(&pool.shared);
+        drop(pool);
+        // Each worker holds the shared state until it returns.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shared.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "workers still running");
+            thread::yield_now();
+        }
+    }
+}

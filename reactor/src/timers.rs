@@ -46,6 +46,12 @@ const TIMER_SLOT_BASE: u32 = 1 << 31;
 /// Largest endpoint slot the wheel can hold.
 pub(crate) const MAX_ENDPOINT_SLOT: usize = TIMER_SLOT_BASE as usize - 1;
 
+/// Whether an endpoint may live in slab slot `slot`: its wheel entry must stay below the
+/// server-level timers' range. Past it, new connections are refused (2^31 endpoints).
+pub(crate) fn endpoint_slot_fits(slot: usize) -> bool {
+    slot <= MAX_ENDPOINT_SLOT
+}
+
 /// A tick beyond any real deadline (hundreds of millions of years away), for durations too
 /// long to count; small enough that adding a few ticks to it cannot overflow.
 const NEVER: u64 = u64::MAX / 4;
@@ -248,7 +254,7 @@ impl<E, C> Timers<E, C> {
         slot: usize,
         deadline: u64,
     ) {
-        debug_assert!(slot <= MAX_ENDPOINT_SLOT);
+        debug_assert!(endpoint_slot_fits(slot));
         let mut slots = Slots {
             endpoints,
             timers: &mut self.entries,
@@ -373,6 +379,18 @@ enum Due {
     KeepAlive,
 }
 
+impl Due {
+    /// Ticks added at random to a deadline of this kind. Only keep-alive pings are spread
+    /// (over a tenth of their interval, at most a second), so that connections that arrived
+    /// together are not all pinged in one turn; every other deadline is exact.
+    fn jitter(self, p: Profile, rng: &mut fastrand::Rng) -> u64 {
+        match self {
+            Due::KeepAlive => rng.u64(0..=(p.keepalive / 10).min(MAX_JITTER_TICKS)),
+            Due::OutputLimit | Due::Handshake | Due::Idle => 0,
+        }
+    }
+}
+
 /// An endpoint's deadlines (full ticks) by kind. While it connects or runs its TLS
 /// handshake only the handshake deadline applies: nothing else can happen yet.
 fn deadlines<S>(ep: &Endpoint<S>, p: Profile, soft: u64, now: u64) -> [Option<(u64, Due)>; 4] {
@@ -414,13 +432,7 @@ impl<H: Handler> Core<H> {
         let next = deadlines(ep, p, t.soft_output, now)
             .into_iter()
             .flatten()
-            .map(|(d, kind)| match kind {
-                Due::KeepAlive => {
-                    let jitter = (p.keepalive / 10).min(MAX_JITTER_TICKS);
-                    d + t.rng.u64(0..=jitter)
-                }
-                _ => d,
-            })
+            .map(|(d, kind)| d + kind.jitter(p, &mut t.rng))
             .min();
         let deadline = match (next, t.shutdown_tick) {
             (Some(d), Some(s)) => Some(d.min(s)),
@@ -586,6 +598,53 @@ mod tests {
             max_timers: 2,
             ..ReactorConfig::default()
         }
+    }
+
+    #[test]
+    fn endpoint_slots_stop_below_the_server_timer_range() {
+        assert_eq!(MAX_ENDPOINT_SLOT + 1, TIMER_SLOT_BASE as usize);
+        assert!(endpoint_slot_fits(0));
+        assert!(endpoint_slot_fits(MAX_ENDPOINT_SLOT));
+        assert!(!endpoint_slot_fits(MAX_ENDPOINT_SLOT + 1));
+    }
+
+    #[test]
+    fn only_keep_alive_deadlines_are_jittered_within_a_tenth_capped_at_a_second() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let sample = |due: Due, keepalive: u64, rng: &mut fastrand::Rng| {
+            let p = Profile {
+                keepalive,
+                idle: 50,
+                handshake: 50,
+            };
+            let v: Vec<u64> = (0..500).map(|_| due.jitter(p, rng)).collect();
+            (*v.iter().min().unwrap(), *v.iter().max().unwrap())
+        };
+        // 5 s interval (50 ticks): 0..=5 ticks; 60 s: capped at 10 ticks; 0.5 s: none.
+        assert_eq!(sample(Due::KeepAlive, 50, &mut rng), (0, 5));
+        assert_eq!(sample(Due::KeepAlive, 600, &mut rng), (0, MAX_JITTER_TICKS));
+        assert_eq!(sample(Due::KeepAlive, 5, &mut rng), (0, 0));
+        for due in [Due::OutputLimit, Due::Handshake, Due::Idle] {
+            assert_eq!(sample(due, 600, &mut rng), (0, 0), "{due:?} is exact");
+        }
+    }
+
+    #[test]
+    fn deferred_completions_are_equal_by_instant_and_arrival_only() {
+        let at = Instant::now();
+        let d = |at, seq, slot| Deferred {
+            at,
+            seq,
+            id: ConnId::new(slot, 1),
+            payload: (),
+        };
+        assert!(
+            d(at, 1, 1) == d(at, 1, 2),
+            "the endpoint does not order them"
+        );
+        assert!(d(at, 1, 1) != d(at, 2, 1));
+        assert!(d(at, 1, 1) != d(at + Duration::from_millis(1), 1, 1));
+        assert!(d(at, 1, 1) < d(at, 2, 1));
     }
 
     #[test]

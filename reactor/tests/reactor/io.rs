@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actionwire_reactor::{CloseReason, EndpointKind, ListenerOptions, ReactorConfig};
+use actionwire_reactor::{CloseReason, ConnId, EndpointKind, ListenerOptions, ReactorConfig};
 
 use crate::toy::{Ev, Harness, Report, client, read_n, read_to_end, say};
 
@@ -158,6 +158,64 @@ fn the_soft_output_limit_acts_on_its_timer_without_more_output() {
         "cut off after {:?}, before the soft limit's 300 ms",
         at - asked
     );
+}
+
+/// The bytes queued on `id` once every loop turn begun so far has finished (and with it
+/// its flush pass): the turn counter moves only at the end of a turn.
+fn settled_queue(h: &Harness, id: ConnId) -> usize {
+    h.send(Ev::Ping);
+    h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    let before = h.turns();
+    while h.turns() == before {
+        h.send(Ev::Ping);
+        h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+    }
+    h.send(Ev::Queued(id));
+    h.wait(|r| match r {
+        Report::Queued(bytes, _) => Some(bytes),
+        _ => None,
+    })
+}
+
+#[test]
+fn output_exactly_at_the_soft_limit_on_a_blocked_socket_is_not_over_it() {
+    let soft = 256 * 1024;
+    let cfg = ReactorConfig {
+        output_soft_limit: soft,
+        output_soft_duration: Duration::from_millis(200),
+        output_hard_limit: 64 << 20,
+        ..ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, ListenerOptions::default());
+    let _c = small_window_client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    // Output the peer never reads, until the socket takes no more and some stays queued.
+    let mut queued = 0;
+    for _ in 0..1000 {
+        h.send(Ev::Send(id, vec![b'x'; 16 * 1024]));
+        queued = settled_queue(&h, id);
+        if queued > 0 {
+            break;
+        }
+    }
+    assert!(queued > 0 && queued <= 16 * 1024, "never blocked: {queued}");
+    // Topped up to exactly the soft limit while the socket is blocked: not over it, so no
+    // clock starts, however long it stays.
+    h.send(Ev::Send(id, vec![b'x'; soft - queued]));
+    assert_eq!(
+        settled_queue(&h, id),
+        soft,
+        "the socket took more meanwhile"
+    );
+    std::thread::sleep(Duration::from_millis(600)); // pacing: three soft durations, idle
+    assert_eq!(h.stats.closed_output_limit.load(Ordering::Relaxed), 0);
+    assert_eq!(settled_queue(&h, id), soft, "still open, still queued");
+    // One byte more is over it: cut off after the soft duration.
+    let over = Instant::now();
+    h.send(Ev::Send(id, b"y".to_vec()));
+    let (reason, _, at) = h.closed(id);
+    assert_eq!(reason, CloseReason::OutputLimit);
+    assert!(at - over >= Duration::from_millis(200));
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub enum Ev {
     Touch(ConnId),
     /// `Core::resume_reading`.
     Resume(ConnId),
+    /// Reports `Queued` for the endpoint.
+    Queued(ConnId),
 }
 
 /// What the loop tells tests.
@@ -323,6 +325,9 @@ impl Handler for Toy {
             }
             Ev::Touch(id) => core.touch(id),
             Ev::Resume(id) => core.resume_reading(id),
+            Ev::Queued(id) => {
+                self.report(Report::Queued(core.queued_bytes(id), core.queued_files(id)))
+            }
         }
     }
 }
