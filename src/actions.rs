@@ -19,6 +19,12 @@ use actionwire_reactor::ReactorStats;
 use serde_json::{Map, Value, json};
 
 use crate::cache::Cache;
+pub use crate::connection::ConnectionInfo;
+use crate::connection::DataChange;
+use crate::hooks::{ActionMiddleware, CommandError, ServerCommand};
+use crate::session::AppEvent;
+use actionwire_reactor::{EventSender, SendError};
+use uuid::Uuid;
 
 mod registry;
 pub use registry::{Registry, RegistryError};
@@ -114,6 +120,10 @@ pub struct Action {
     inputs: Vec<Input>,
     output_example: Value,
     run: Arc<RunFn>,
+    /// Names of the (non-global) action middleware this action asked for.
+    middleware: Vec<String>,
+    /// Global and named middleware, in the order they run (resolved by the registry).
+    chain: Arc<[Arc<ActionMiddleware>]>,
 }
 
 impl fmt::Debug for Action {
@@ -139,7 +149,17 @@ impl Action {
             inputs: Vec::new(),
             output_example: json!({}),
             run: Arc::new(run),
+            middleware: Vec::new(),
+            chain: Arc::new([]),
         }
+    }
+
+    /// Runs the action middleware of that name (added with
+    /// [`crate::ServerBuilder::action_middleware`]) around this action, in priority order
+    /// with the global ones. A name no middleware has stops the server from starting.
+    pub fn middleware(mut self, name: impl Into<String>) -> Action {
+        self.middleware.push(name.into());
+        self
     }
 
     pub fn description(mut self, d: impl Into<String>) -> Action {
@@ -241,15 +261,6 @@ fn is_missing(v: Option<&Value>) -> bool {
     }
 }
 
-/// Who called an action (`Copy`: nothing is allocated per call).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// The connection's id (`detailsView`'s `id`; format it with `to_string()`).
-    pub id: uuid::Uuid,
-    /// Peer address; IPv4 peers on a dual-stack listener are reported as IPv4.
-    pub remote: std::net::SocketAddr,
-}
-
 /// A request's `messageId` as JSON text, ready to be written into its reply. A fresh id (the
 /// common case) is formatted in place, without an allocation.
 #[derive(Debug, Clone)]
@@ -280,16 +291,59 @@ type FinishFn = dyn FnOnce(&mut Map<String, Value>) + Send;
 
 /// What an action works with: its params in, its response out.
 pub struct ActionData {
+    /// The action's name (middleware that runs for several actions tells them apart).
+    pub action: Arc<str>,
+    /// The action's version.
+    pub version: u32,
     /// The request's params after defaults, formatters and validators.
     pub params: Map<String, Value>,
     /// Fields of the reply, in insertion order.
     pub response: Map<String, Value>,
+    /// The caller, as it was when the call started (plus this call's own data changes).
     pub connection: ConnectionInfo,
     pub api: Arc<Api>,
     later: Option<(Duration, Box<FinishFn>)>,
+    effects: Effects,
+}
+
+/// What an action asked the loop to do besides answering: applied before its reply is
+/// written, in the order asked.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub data: Vec<DataChange>,
+    pub commands: Vec<ServerCommand>,
+}
+
+impl Effects {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.commands.is_empty()
+    }
 }
 
 impl ActionData {
+    /// Sets a value on the caller's connection, visible to its later actions and hooks
+    /// (and at once in `self.connection`). Socket connections only: an HTTP request has no
+    /// connection to keep it on.
+    pub fn set_connection_data(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        self.connection
+            .data_mut()
+            .insert(key.clone(), value.clone());
+        self.effects.data.push(DataChange::Set(key, value));
+    }
+
+    /// Removes a value from the caller's connection.
+    pub fn remove_connection_data(&mut self, key: &str) {
+        self.connection.data_mut().shift_remove(key);
+        self.effects.data.push(DataChange::Remove(key.to_owned()));
+    }
+
+    /// Asks the loop to broadcast, send, create or destroy a room: it happens before this
+    /// action's reply is written (from outside an action, use [`Api::command`]).
+    pub fn command(&mut self, command: ServerCommand) {
+        self.effects.commands.push(command);
+    }
+
     /// Answers after `delay` without holding a worker thread meanwhile: when the time comes,
     /// `finish` completes the response on the event loop (keep it short: it must not block),
     /// and the reply is sent. For actions that wait on a clock, like `sleepTest`.
@@ -318,8 +372,12 @@ pub struct Api {
     pub(crate) workers: usize,
     pub(crate) reactor: Arc<ReactorStats>,
     pub(crate) rooms: AtomicUsize,
+    /// Room names as the loop last saw them (updated when a room is created or deleted).
+    pub(crate) room_names: std::sync::Mutex<Vec<String>>,
     pub(crate) pending_actions: AtomicUsize,
     pub(crate) documentation: Value,
+    /// The loop's event queue, once the loop exists.
+    pub(crate) events: std::sync::OnceLock<EventSender<AppEvent>>,
 }
 
 impl Api {
@@ -382,6 +440,53 @@ impl Api {
     /// The same object the `documentation` verb returns.
     pub fn documentation(&self) -> &Value {
         &self.documentation
+    }
+
+    /// Hands `command` to the event loop, from any thread; it is applied in the order sent.
+    /// Never waits: a full queue is [`CommandError::Busy`]. From an action, prefer
+    /// [`ActionData::command`], which also orders it before the action's reply.
+    pub fn command(&self, command: ServerCommand) -> Result<(), CommandError> {
+        let events = self.events.get().ok_or(CommandError::NotRunning)?;
+        events
+            .try_send(AppEvent::Command(command))
+            .map_err(|e| match e {
+                SendError::Full(_) => CommandError::Busy,
+                SendError::Stopped(_) => CommandError::NotRunning,
+            })
+    }
+
+    /// A chat line from the server (`"from":0`) to every member of `room`.
+    pub fn broadcast(&self, room: &str, message: impl Into<Value>) -> Result<(), CommandError> {
+        self.command(ServerCommand::Broadcast {
+            room: room.to_owned(),
+            message: message.into(),
+        })
+    }
+
+    /// `message` as one JSON line to the connection with this id.
+    pub fn send_to(&self, connection: Uuid, message: impl Into<Value>) -> Result<(), CommandError> {
+        self.command(ServerCommand::Send {
+            to: connection,
+            message: message.into(),
+        })
+    }
+
+    /// Creates a room (it stays until destroyed).
+    pub fn add_room(&self, room: &str) -> Result<(), CommandError> {
+        self.command(ServerCommand::AddRoom(room.to_owned()))
+    }
+
+    /// Tells the room's members it was deleted, removes them, and deletes it.
+    pub fn destroy_room(&self, room: &str) -> Result<(), CommandError> {
+        self.command(ServerCommand::DestroyRoom(room.to_owned()))
+    }
+
+    /// The rooms that exist, sorted (as of the loop's last change to them).
+    pub fn room_names(&self) -> Vec<String> {
+        self.room_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -459,12 +564,15 @@ fn encode_reply(
     }
 }
 
-/// What comes back from a worker: the reply, and what the metrics need.
+/// What comes back from a worker: the reply, what the action asked the loop to do, and
+/// what the metrics need.
 pub(crate) struct Done {
     pub action: Arc<str>,
     pub outcome: Outcome,
     pub seconds: f64,
     pub reply: Reply,
+    /// `None` when the action asked for nothing (the common case: no allocation).
+    pub effects: Option<Box<Effects>>,
 }
 
 /// Everything a worker needs to run one action and encode its reply.
@@ -491,7 +599,7 @@ impl Job {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Err(msg) = action.prepare(&mut params) {
-                return (Map::new(), Some(msg), Outcome::InvalidInput, None);
+                return (Map::new(), Some(msg), Outcome::InvalidInput, None, None);
             }
             if scrub {
                 params.retain(|k, _| {
@@ -499,21 +607,25 @@ impl Job {
                 });
             }
             let mut data = ActionData {
+                action: Arc::clone(&action.name),
+                version: action.version,
                 params,
                 response: Map::new(),
                 connection,
                 api,
                 later: None,
+                effects: Effects::default(),
             };
-            let err = (action.run)(&mut data).err();
+            let err = run_with_middleware(&action, &mut data).err();
             let outcome = if err.is_some() {
                 Outcome::Error
             } else {
                 Outcome::Ok
             };
-            (data.response, err, outcome, data.later)
+            let effects = (!data.effects.is_empty()).then(|| Box::new(data.effects));
+            (data.response, err, outcome, data.later, effects)
         }));
-        let (response, error, outcome, later) = result.unwrap_or_else(|payload| {
+        let (response, error, outcome, later, effects) = result.unwrap_or_else(|payload| {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -524,6 +636,7 @@ impl Job {
                 Map::new(),
                 Some(format!("internal error in action {}", action.name)),
                 Outcome::Panic,
+                None,
                 None,
             )
         });
@@ -542,8 +655,22 @@ impl Job {
             outcome,
             seconds,
             reply,
+            effects,
         }
     }
+}
+
+/// `pre` middleware in order (the first refusal stops the call), the action, then `post`
+/// middleware in order when it succeeded.
+fn run_with_middleware(action: &Action, data: &mut ActionData) -> Result<(), String> {
+    for m in action.chain.iter() {
+        m.run_pre(data)?;
+    }
+    (action.run)(data)?;
+    for m in action.chain.iter() {
+        m.run_post(data)?;
+    }
+    Ok(())
 }
 
 /// A param as a whole number: a JSON number with an integral value, whatever its notation
@@ -690,17 +817,18 @@ mod tests {
     #[test]
     fn registry_refuses_duplicates_and_checks_api_version() {
         assert_eq!(
-            Registry::new(vec![action(), action()]).err(),
+            Registry::new(vec![action(), action()], vec![]).err(),
             Some(RegistryError::Duplicate("t".into(), 1))
         );
-        let two = Registry::new(vec![action().version(3), action().version(1)]).expect("two");
+        let two =
+            Registry::new(vec![action().version(3), action().version(1)], vec![]).expect("two");
         assert_eq!(two.find("t", None).map(|a| a.version), Some(3));
         assert_eq!(two.find("t", Some(&json!(1))).map(|a| a.version), Some(1));
         assert_eq!(two.find("t", Some(&json!("3"))).map(|a| a.version), Some(3));
         assert!(two.find("t", Some(&json!(2))).is_none());
         assert!(two.find("t", Some(&json!("03"))).is_none());
         assert!(two.find("t", Some(&json!(-1))).is_none());
-        let r = Registry::new(vec![action().version(2)]).expect("registry");
+        let r = Registry::new(vec![action().version(2)], vec![]).expect("registry");
         assert!(r.find("t", None).is_some());
         assert!(r.find("t", Some(&json!(2))).is_some());
         assert!(r.find("t", Some(&json!("2"))).is_some());

@@ -28,8 +28,10 @@ pub mod builtin;
 pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod connection;
 pub mod files;
 pub mod health;
+pub mod hooks;
 pub mod limits;
 mod metrics;
 mod process;
@@ -53,6 +55,10 @@ pub use actions::{Action, ActionData, Api, ConnectionInfo, Input};
 use actions::{Registry, RegistryError};
 use cache::Cache;
 use files::PublicDirs;
+pub use hooks::{
+    ActionMiddleware, ChatMessage, ChatMiddleware, CommandError, ConnectionMiddleware, HookResult,
+    ServerCommand,
+};
 use rooms::Rooms;
 use session::{App, ListenerKind, Settings};
 pub use uuid::Uuid;
@@ -91,6 +97,9 @@ impl From<ConfigError> for StartError {
 pub struct ServerBuilder {
     config: Config,
     actions: Vec<Action>,
+    action_middleware: Vec<ActionMiddleware>,
+    connection_middleware: Vec<ConnectionMiddleware>,
+    chat_middleware: Vec<ChatMiddleware>,
 }
 
 impl ServerBuilder {
@@ -111,6 +120,25 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds action middleware: global, or run by the actions that name it
+    /// ([`Action::middleware`]). See [`hooks`].
+    pub fn action_middleware(mut self, m: ActionMiddleware) -> ServerBuilder {
+        self.action_middleware.push(m);
+        self
+    }
+
+    /// Adds connection middleware (socket connections' create and destroy). See [`hooks`].
+    pub fn connection_middleware(mut self, m: ConnectionMiddleware) -> ServerBuilder {
+        self.connection_middleware.push(m);
+        self
+    }
+
+    /// Adds chat middleware (join, leave, say). See [`hooks`].
+    pub fn chat_middleware(mut self, m: ChatMiddleware) -> ServerBuilder {
+        self.chat_middleware.push(m);
+        self
+    }
+
     /// Validates the configuration, binds the listener and starts the workers.
     pub fn build(self) -> Result<Server, StartError> {
         let cfg = self.config;
@@ -120,7 +148,9 @@ impl ServerBuilder {
 
         let mut all = builtin::all();
         all.extend(self.actions);
-        let registry = Arc::new(Registry::new(all).map_err(StartError::Actions)?);
+        let registry =
+            Arc::new(Registry::new(all, self.action_middleware).map_err(StartError::Actions)?);
+        let hooks = hooks::LoopHooks::new(self.connection_middleware, self.chat_middleware);
 
         let scan = actionwire_proto::ScanConfig::new(
             s.delimiter.as_bytes(),
@@ -168,8 +198,10 @@ impl ServerBuilder {
             workers,
             reactor: Arc::clone(&stats),
             rooms: AtomicUsize::new(0),
+            room_names: std::sync::Mutex::new(Vec::new()),
             pending_actions: AtomicUsize::new(0),
             documentation: registry.documentation().clone(),
+            events: std::sync::OnceLock::new(),
         });
         let rooms = Rooms::new(
             g.starting_chat_rooms.keys().map(String::as_str),
@@ -195,8 +227,18 @@ impl ServerBuilder {
             max_connections,
             public: public.dirs().to_vec(),
         };
-        let app = App::new(scan, settings, registry, rooms, public, Arc::clone(&api));
+        let app = App::new(
+            scan,
+            settings,
+            registry,
+            rooms,
+            public,
+            hooks,
+            Arc::clone(&api),
+        );
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
+        // Set once, here: the cell is new and nothing else sets it.
+        let _ = api.events.set(reactor.event_sender());
         // The first loop-lag probe; each one sets the next (see health.rs).
         if let Err(e) = reactor.core_mut().set_timer(
             health::LAG_PROBE_INTERVAL,
@@ -386,6 +428,9 @@ impl Server {
         ServerBuilder {
             config,
             actions: Vec::new(),
+            action_middleware: Vec::new(),
+            connection_middleware: Vec::new(),
+            chat_middleware: Vec::new(),
         }
     }
 

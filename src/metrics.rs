@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use actionwire_reactor::{CloseReason, LOOP_TURN_BOUNDS_US, ReactorStats};
 
+use crate::hooks::HookKind;
 use crate::process::ProcessStats;
 use crate::session::ListenerKind;
 
@@ -79,6 +80,9 @@ pub(crate) struct Gauges {
     pub worker_queue: usize,
     pub process: ProcessStats,
     pub started_unix: f64,
+    /// Loop hook calls over the slow mark, and those that panicked, by [`HookKind`].
+    pub slow_hooks: [u64; HookKind::ALL.len()],
+    pub hook_panics: [u64; HookKind::ALL.len()],
 }
 
 /// One action's duration histogram.
@@ -272,6 +276,23 @@ impl Metrics {
             "Room memberships, all rooms.",
             g.room_members as u64,
         );
+        for (name, help, values) in [
+            (
+                "actionwire_slow_hooks_total",
+                "Connection and chat middleware calls that blocked the event loop over 10 ms, by hook.",
+                &g.slow_hooks,
+            ),
+            (
+                "actionwire_hook_panics_total",
+                "Connection and chat middleware calls that panicked, by hook.",
+                &g.hook_panics,
+            ),
+        ] {
+            head(&mut o, name, "counter", help);
+            for k in HookKind::ALL {
+                let _ = writeln!(o, "{name}{{hook=\"{}\"}} {}", k.label(), values[k as usize]);
+            }
+        }
         counter(
             &mut o,
             "actionwire_chat_messages_total",

@@ -1,8 +1,8 @@
 //! Chat rooms, indexed room → members so that `say` costs O(members).
 //!
-//! Rooms from `startingChatRooms` live for the whole run. With `autoCreateRooms`, a client
-//! may create a room by joining it; such a room is removed when its last member leaves, so
-//! client-created rooms cannot accumulate.
+//! Rooms from `startingChatRooms` and rooms server code adds live until server code destroys
+//! them. With `autoCreateRooms`, a client may create a room by joining it; such a room is
+//! removed when its last member leaves, so client-created rooms cannot accumulate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,12 +35,25 @@ pub enum JoinError {
     },
 }
 
+/// Why server code could not create a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddError {
+    EmptyName,
+    Exists,
+    /// Creating the room would exceed `maxRooms`.
+    TooManyRooms {
+        limit: usize,
+    },
+}
+
 /// Every room and its members.
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: HashMap<Arc<str>, Room>,
     auto_create: bool,
     max_rooms: usize,
+    /// Counts changes to the set of rooms (not to their members).
+    version: u64,
 }
 
 impl Rooms {
@@ -57,7 +70,47 @@ impl Rooms {
             rooms,
             auto_create,
             max_rooms,
+            version: 0,
         }
+    }
+
+    /// Changes whenever a room is created or removed.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every room's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.rooms.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// Creates a room that stays until destroyed, even when empty.
+    pub fn add(&mut self, name: &str) -> Result<(), AddError> {
+        if name.is_empty() {
+            return Err(AddError::EmptyName);
+        }
+        if self.rooms.contains_key(name) {
+            return Err(AddError::Exists);
+        }
+        if self.rooms.len() >= self.max_rooms {
+            return Err(AddError::TooManyRooms {
+                limit: self.max_rooms,
+            });
+        }
+        self.rooms.insert(Arc::from(name), Room::default());
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Deletes a room; its members, or `None` when there was no such room.
+    pub fn destroy(&mut self, name: &str) -> Option<Vec<ConnId>> {
+        let room = self.rooms.remove(name)?;
+        self.version += 1;
+        let mut members: Vec<(ConnId, Member)> = room.members.into_iter().collect();
+        members.sort_by_key(|(_, m)| (m.joined_at, m.uuid));
+        Some(members.into_iter().map(|(id, _)| id).collect())
     }
 
     pub fn len(&self) -> usize {
@@ -66,6 +119,11 @@ impl Rooms {
 
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+
+    /// Whether the room exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.rooms.contains_key(name)
     }
 
     /// True if the room exists or would be created by a join.
@@ -99,6 +157,7 @@ impl Rooms {
                     });
                 }
                 let k: Arc<str> = Arc::from(name);
+                self.version += 1;
                 self.rooms.insert(
                     Arc::clone(&k),
                     Room {
@@ -131,6 +190,7 @@ impl Rooms {
         let was = room.members.remove(&id).is_some();
         if room.ephemeral && room.members.is_empty() {
             self.rooms.remove(name);
+            self.version += 1;
         }
         was
     }
@@ -196,6 +256,30 @@ mod tests {
         assert!(r.leave("lobby", a));
         assert!(!r.leave("lobby", a));
         assert_eq!(r.len(), 1, "configured rooms stay when empty");
+    }
+
+    #[test]
+    fn server_code_adds_rooms_that_stay_and_destroys_them_with_their_members() {
+        let (a, b) = ids();
+        let mut r = Rooms::new(["lobby"], false, 3);
+        let v = r.version();
+        assert_eq!(r.add(""), Err(AddError::EmptyName));
+        assert_eq!(r.add("lobby"), Err(AddError::Exists));
+        r.add("vip").expect("added");
+        assert!(r.version() > v);
+        assert_eq!(r.names(), ["lobby", "vip"]);
+        r.join("vip", b, Uuid::new_v4(), 1).expect("join");
+        r.join("vip", a, Uuid::new_v4(), 2).expect("join");
+        assert!(r.leave("vip", a));
+        assert_eq!(r.len(), 2, "an added room stays when empty");
+        r.join("vip", a, Uuid::new_v4(), 3).expect("join");
+        r.add("third").expect("added");
+        assert_eq!(r.add("fourth"), Err(AddError::TooManyRooms { limit: 3 }));
+        let v = r.version();
+        assert_eq!(r.destroy("vip"), Some(vec![b, a]), "members in join order");
+        assert!(r.version() > v);
+        assert_eq!(r.destroy("vip"), None);
+        assert!(!r.can_join("vip"));
     }
 
     #[test]

@@ -16,9 +16,11 @@ use actionwire_reactor::{CloseReason, ConnId, Core, Handler, JobPanic, Timeout};
 
 use crate::actions::{Api, Done, Registry, Reply};
 use crate::files::PublicDirs;
+use crate::hooks::{LoopHooks, ServerCommand};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 
+mod chat;
 mod http;
 mod socket;
 use http::HttpSession;
@@ -107,6 +109,8 @@ impl Session {
 pub(crate) enum AppEvent {
     /// The loop-lag probe's timer (see health.rs), due at `due`.
     LagProbe { due: Instant },
+    /// From server code, through [`crate::Api::command`].
+    Command(ServerCommand),
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -138,6 +142,11 @@ struct State {
     /// Scratch buffer for encoding one reply.
     out: Vec<u8>,
     metrics: Metrics,
+    hooks: LoopHooks,
+    /// Socket connections by the id clients and server code know them by.
+    by_uuid: std::collections::HashMap<uuid::Uuid, ConnId>,
+    /// The room set's version last published to the `Api`.
+    rooms_seen: u64,
 }
 
 type AppCore = Core<App>;
@@ -149,31 +158,33 @@ impl App {
         registry: Arc<Registry>,
         rooms: Rooms,
         public: PublicDirs,
+        hooks: LoopHooks,
         api: Arc<Api>,
     ) -> App {
         let mut welcome = Vec::new();
         encode::welcome(&mut welcome, &settings.welcome);
-        api.rooms.store(rooms.len(), Ordering::Relaxed);
-        App {
-            scan,
-            state: State {
-                settings,
-                welcome,
-                registry,
-                rooms,
-                public,
-                api,
-                out: Vec::with_capacity(256),
-                metrics: Metrics::default(),
-            },
-        }
+        let mut state = State {
+            settings,
+            welcome,
+            registry,
+            rooms,
+            public,
+            api,
+            out: Vec::with_capacity(256),
+            metrics: Metrics::default(),
+            hooks,
+            by_uuid: std::collections::HashMap::new(),
+            rooms_seen: u64::MAX,
+        };
+        state.rooms_changed();
+        App { scan, state }
     }
 }
 
 impl Handler for App {
     type Session = Session;
     type Completion = Done;
-    /// Nothing reaches the application from outside the loop yet.
+    /// Timers of the application and commands from server code.
     type Event = AppEvent;
     type Tag = ListenerKind;
 
@@ -200,7 +211,19 @@ impl Handler for App {
             session.kind().label()
         );
         if let Session::Socket(_) = session {
-            core.send(id, &self.state.welcome);
+            match self.state.connection_created(core, id) {
+                None => {
+                    core.send(id, &self.state.welcome);
+                }
+                Some(reason) => {
+                    log::debug!(
+                        "{} refused by connection middleware: {reason}",
+                        session_id(core, id)
+                    );
+                    self.state
+                        .bye_and_close(core, id, Some(&reason), CloseReason::Refused);
+                }
+            }
         }
     }
 
@@ -214,6 +237,12 @@ impl Handler for App {
 
     fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, result: Result<Done, JobPanic>) {
         let mut result = result;
+        // What the action asked for happens before its reply is written.
+        if let Ok(done) = &mut result
+            && let Some(effects) = done.effects.take()
+        {
+            self.state.apply_effects(core, id, *effects);
+        }
         if let Ok(done) = &mut result {
             match std::mem::replace(&mut done.reply, Reply::Socket(Vec::new())) {
                 // The action answers later: still pending; no worker held meanwhile.
@@ -288,10 +317,14 @@ impl Handler for App {
             .pending_actions
             .fetch_sub(session.pending_actions() as usize, Ordering::Relaxed);
         if let Session::Socket(s) = &session {
-            for room in s.rooms() {
+            // Usually empty already (quit and timeouts leave every room first).
+            let info = s.info();
+            for room in info.rooms() {
+                let _ = state.hooks.room(crate::hooks::HookKind::Leave, &info, room);
                 state.rooms.leave(room, id);
             }
-            state.api.rooms.store(state.rooms.len(), Ordering::Relaxed);
+            state.rooms_changed();
+            state.connection_closed(&info, s.created, reason.as_str());
         }
     }
 
@@ -366,6 +399,7 @@ impl Handler for App {
                     log::warn!("loop lag probe stopped: {e}");
                 }
             }
+            AppEvent::Command(command) => self.state.command(core, command),
         }
     }
 }

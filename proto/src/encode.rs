@@ -160,7 +160,13 @@ pub fn too_long(out: &mut Vec<u8>, max: usize, actual: LineLength, count: u64, i
 }
 
 /// `{"message":..,"room":..,"from":..,"context":"user","sentAt":ms}`
-pub fn chat(out: &mut Vec<u8>, message: &str, room: &str, from: From<'_>, sent_at: u64) {
+pub fn chat<M: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    message: &M,
+    room: &str,
+    from: From<'_>,
+    sent_at: u64,
+) {
     key(out, true, "message");
     write_json(out, message);
     out.extend_from_slice(b",\"room\":");

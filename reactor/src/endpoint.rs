@@ -111,11 +111,13 @@ pub enum CloseReason {
     ConnectFailed,
     /// An outbound connection (and its TLS handshake) did not complete in time.
     ConnectTimeout,
+    /// The application refused the connection when it opened.
+    Refused,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order (for metrics that list each one).
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Quit,
         CloseReason::Eof,
         CloseReason::OutputLimit,
@@ -126,6 +128,7 @@ impl CloseReason {
         CloseReason::HandshakeTimeout,
         CloseReason::ConnectFailed,
         CloseReason::ConnectTimeout,
+        CloseReason::Refused,
     ];
 
     /// The reason's name in logs and as a metric label.
@@ -141,6 +144,7 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::ConnectFailed => "connect_failed",
             CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::Refused => "refused",
         }
     }
 }

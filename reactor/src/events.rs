@@ -61,6 +61,14 @@ impl<E> Clone for EventSender<E> {
     }
 }
 
+impl<E> std::fmt::Debug for EventSender<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSender")
+            .field("queued", &self.shared.queued.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 struct Shared {
     /// Events sent and not yet taken by the loop (may briefly count one being sent).
     queued: AtomicUsize,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{Action, SAFE_PARAMS, whole_number};
+use crate::hooks::ActionMiddleware;
 
 /// Why an action registry could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,13 @@ pub enum RegistryError {
     EmptyName,
     /// The same name and version twice.
     Duplicate(String, u32),
+    /// Two action middleware with one name.
+    DuplicateMiddleware(String),
+    /// An action names middleware that was not added.
+    UnknownMiddleware {
+        action: String,
+        middleware: String,
+    },
 }
 
 impl fmt::Display for RegistryError {
@@ -24,6 +32,13 @@ impl fmt::Display for RegistryError {
             RegistryError::Duplicate(n, v) => {
                 write!(f, "action `{n}` version {v} is defined twice")
             }
+            RegistryError::DuplicateMiddleware(n) => {
+                write!(f, "action middleware `{n}` is added twice")
+            }
+            RegistryError::UnknownMiddleware { action, middleware } => write!(
+                f,
+                "action `{action}` asks for middleware `{middleware}`, which was not added"
+            ),
         }
     }
 }
@@ -40,16 +55,41 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(actions: Vec<Action>) -> Result<Registry, RegistryError> {
+    /// Every action, with the action middleware each one runs resolved: the global ones and
+    /// those it names, by priority (ties in the order the middleware was added).
+    pub fn new(
+        actions: Vec<Action>,
+        middleware: Vec<ActionMiddleware>,
+    ) -> Result<Registry, RegistryError> {
+        let mut names = HashSet::new();
+        for m in &middleware {
+            if !names.insert(m.name().to_owned()) {
+                return Err(RegistryError::DuplicateMiddleware(m.name().to_owned()));
+            }
+        }
+        let middleware: Vec<Arc<ActionMiddleware>> = middleware.into_iter().map(Arc::new).collect();
         let mut by_name: HashMap<String, Vec<Arc<Action>>> = HashMap::new();
         let mut accepted_params: HashSet<String> =
             SAFE_PARAMS.iter().map(|s| s.to_string()).collect();
         // Names in the order first registered, for the documentation.
         let mut order = Vec::new();
-        for a in actions {
+        for mut a in actions {
             if a.name.is_empty() {
                 return Err(RegistryError::EmptyName);
             }
+            if let Some(unknown) = a.middleware.iter().find(|n| !names.contains(n.as_str())) {
+                return Err(RegistryError::UnknownMiddleware {
+                    action: a.name.to_string(),
+                    middleware: unknown.clone(),
+                });
+            }
+            let mut chain: Vec<Arc<ActionMiddleware>> = middleware
+                .iter()
+                .filter(|m| m.is_global() || a.middleware.iter().any(|n| n == m.name()))
+                .cloned()
+                .collect();
+            chain.sort_by_key(|m| m.priority_value());
+            a.chain = chain.into();
             let versions = by_name.entry(a.name.to_string()).or_insert_with(|| {
                 order.push(a.name.to_string());
                 Vec::new()

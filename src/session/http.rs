@@ -252,6 +252,8 @@ impl State {
                     worker_queue: core.jobs_in_flight(),
                     process: ProcessStats::read(),
                     started_unix: self.api.started_unix,
+                    slow_hooks: self.hooks.stats.slow,
+                    hook_panics: self.hooks.stats.panics,
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
                 Answer {
@@ -322,10 +324,8 @@ impl State {
         let s = http_mut(core, id)?;
         s.total_actions += 1;
         s.pending_actions += 1;
-        let connection = ConnectionInfo {
-            id: s.uuid,
-            remote: s.peer,
-        };
+        // HTTP requests are stateless: no rooms, params or data.
+        let connection = ConnectionInfo::new(s.uuid, s.peer, None);
         self.api
             .pending_actions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actionwire_proto::Scanner;
-use actionwire_proto::encode::{self, From};
+use actionwire_proto::encode;
 use actionwire_proto::request::{self, JsonAction, Request, Verb};
 use actionwire_proto::scanner::{Event, Flow};
 use actionwire_proto::{LineLength, RawJson, ScanConfig};
@@ -21,22 +21,22 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{AppCore, Session, State};
-use crate::actions::{ConnectionInfo, Job, MessageId, ReplyFormat};
+use crate::actions::{Job, MessageId, ReplyFormat};
+use crate::connection::{ConnectionInfo, ConnectionState};
 use crate::metrics::Refusal;
-use crate::rooms::JoinError;
 use crate::time::now_ms;
 
 /// Files one connection may have queued and unread (each holds a file descriptor).
 const MAX_QUEUED_FILES: usize = 64;
 
-fn socket(core: &AppCore, id: ConnId) -> Option<&SocketSession> {
+pub(super) fn socket(core: &AppCore, id: ConnId) -> Option<&SocketSession> {
     match core.session(id)? {
         Session::Socket(s) => Some(s),
         Session::Http(_) => None,
     }
 }
 
-fn socket_mut(core: &mut AppCore, id: ConnId) -> Option<&mut SocketSession> {
+pub(super) fn socket_mut(core: &mut AppCore, id: ConnId) -> Option<&mut SocketSession> {
     match core.session_mut(id)? {
         Session::Socket(s) => Some(s),
         Session::Http(_) => None,
@@ -70,9 +70,12 @@ pub(crate) struct SocketSession {
     uuid: Uuid,
     peer: SocketAddr,
     connected_at: u64,
-    /// Sticky params in insertion order (few per connection: a vector beats a map).
-    params: Vec<(String, String)>,
-    rooms: Vec<Arc<str>>,
+    /// Rooms, sticky params and middleware data, shared copy-on-write with the snapshots
+    /// actions and hooks get; `None` until something is set (an idle connection allocates
+    /// nothing for them).
+    state: Option<Arc<ConnectionState>>,
+    /// Connection middleware accepted it (its `destroy` hooks run at close).
+    pub(super) created: bool,
     total_actions: u64,
     pending_actions: u32,
     message_count: u64,
@@ -87,8 +90,8 @@ impl SocketSession {
             uuid: Uuid::new_v4(),
             peer,
             connected_at: now_ms(),
-            params: Vec::new(),
-            rooms: Vec::new(),
+            state: None,
+            created: false,
             total_actions: 0,
             pending_actions: 0,
             message_count: 0,
@@ -101,20 +104,34 @@ impl SocketSession {
         &mut self.pending_actions
     }
 
-    /// Rooms this connection is in (left when it closes).
+    /// What server code sees of this connection (a reference count, no copy).
+    pub(super) fn info(&self) -> ConnectionInfo {
+        ConnectionInfo::new(self.uuid, self.peer, self.state.clone())
+    }
+
+    /// The state to change: copied first if a snapshot of it is still out there.
+    pub(super) fn state_mut(&mut self) -> &mut ConnectionState {
+        Arc::make_mut(self.state.get_or_insert_with(Default::default))
+    }
+
+    /// Rooms this connection is in, in join order.
     pub(super) fn rooms(&self) -> &[Arc<str>] {
-        &self.rooms
+        self.state.as_deref().map_or(&[], |s| &s.rooms)
+    }
+
+    fn params(&self) -> &[(String, String)] {
+        self.state.as_deref().map_or(&[], |s| &s.params)
     }
 
     fn param(&self, key: &str) -> Option<&str> {
-        self.params
+        self.params()
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
     fn params_object(&self) -> Map<String, Value> {
-        self.params
+        self.params()
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect()
@@ -122,23 +139,25 @@ impl SocketSession {
 
     /// Bytes held by sticky params (keys and values).
     fn param_bytes(&self) -> usize {
-        self.params.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.params().iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// Sets a sticky param; `false` if it is new and the connection is at its cap.
     fn set_param(&mut self, key: &str, value: &str, cap: usize) -> bool {
-        if let Some(slot) = self.params.iter_mut().find(|(k, _)| k == key) {
-            slot.1 = value.to_owned();
+        if let Some(i) = self.params().iter().position(|(k, _)| k == key) {
+            self.state_mut().params[i].1 = value.to_owned();
             return true;
         }
-        if self.params.len() >= cap {
+        if self.params().len() >= cap {
             return false;
         }
-        self.params.push((key.to_owned(), value.to_owned()));
+        self.state_mut()
+            .params
+            .push((key.to_owned(), value.to_owned()));
         true
     }
 
-    fn id_string(&self) -> String {
+    pub(super) fn id_string(&self) -> String {
         self.uuid.to_string()
     }
 
@@ -245,7 +264,7 @@ impl State {
         self.out.clear();
     }
 
-    fn ok<T: Serialize + ?Sized>(
+    pub(super) fn ok<T: Serialize + ?Sized>(
         &mut self,
         core: &mut AppCore,
         id: ConnId,
@@ -257,7 +276,14 @@ impl State {
         self.flush_out(core, id);
     }
 
-    fn error(&mut self, core: &mut AppCore, id: ConnId, text: &str, count: u64, mid: &str) {
+    pub(super) fn error(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        text: &str,
+        count: u64,
+        mid: &str,
+    ) {
         encode::error(&mut self.out, text, count, RawJson(mid));
         self.flush_out(core, id);
     }
@@ -271,20 +297,10 @@ impl State {
         text: Option<&str>,
         reason: CloseReason,
     ) {
-        self.leave_all(core, id);
+        self.leave_all(core, id, true);
         encode::bye(&mut self.out, text);
         self.flush_out(core, id);
         core.close(id, reason);
-    }
-
-    fn leave_all(&mut self, core: &mut AppCore, id: ConnId) {
-        let Some(s) = socket_mut(core, id) else {
-            return;
-        };
-        for room in std::mem::take(&mut s.rooms) {
-            self.rooms.leave(&room, id);
-        }
-        self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
     }
 
     /// Answers one verb (the protocol reference's "Verbs"). Returns `Stop` when the connection is closing.
@@ -312,8 +328,10 @@ impl State {
                 self.ok(core, id, &v, count, mid);
             }
             Verb::ParamDelete => {
-                if let Some(s) = socket_mut(core, id) {
-                    s.params.retain(|(k, _)| k != word);
+                if let Some(s) = socket_mut(core, id)
+                    && s.param(word).is_some()
+                {
+                    s.state_mut().params.retain(|(k, _)| k != word);
                 }
                 self.ok(core, id, &Value::Null, count, mid);
             }
@@ -324,31 +342,16 @@ impl State {
                 self.ok(core, id, &params, count, mid);
             }
             Verb::ParamsDelete => {
-                if let Some(s) = socket_mut(core, id) {
-                    s.params = Vec::new();
+                if let Some(s) = socket_mut(core, id)
+                    && !s.params().is_empty()
+                {
+                    s.state_mut().params = Vec::new();
                 }
                 self.ok(core, id, &Value::Null, count, mid);
             }
             Verb::RoomAdd => self.room_join(core, id, word, false, count, mid),
             Verb::RoomChange => self.room_join(core, id, word, true, count, mid),
-            Verb::RoomLeave => {
-                let left = self.rooms.leave(word, id);
-                if left {
-                    if let Some(s) = socket_mut(core, id) {
-                        s.rooms.retain(|r| &**r != word);
-                    }
-                    self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                    self.ok(core, id, &true, count, mid);
-                } else {
-                    self.error(
-                        core,
-                        id,
-                        &format!("connection not in this room ({word})"),
-                        count,
-                        mid,
-                    );
-                }
-            }
+            Verb::RoomLeave => self.room_leave(core, id, word, count, mid),
             Verb::RoomView => self.room_view(core, id, word, count, mid),
             Verb::Say => self.say(core, id, args, count, mid),
             Verb::DetailsView => {
@@ -396,99 +399,6 @@ impl State {
         } else {
             let text = format!("too many params on this connection (limit {cap})");
             self.error(core, id, &text, count, mid);
-        }
-    }
-
-    fn room_join(
-        &mut self,
-        core: &mut AppCore,
-        id: ConnId,
-        room: &str,
-        change: bool,
-        count: u64,
-        mid: &str,
-    ) {
-        let Some(s) = socket(core, id) else {
-            return;
-        };
-        let uuid = s.uuid;
-        let in_rooms = s.rooms.len();
-        if !self.rooms.can_join(room) {
-            return self.error(core, id, "room does not exist", count, mid);
-        }
-        if change {
-            self.leave_all(core, id);
-        } else if in_rooms >= self.settings.max_rooms && !self.rooms.is_member(room, id) {
-            let text = format!(
-                "too many rooms on this connection (limit {})",
-                self.settings.max_rooms
-            );
-            return self.error(core, id, &text, count, mid);
-        }
-        match self.rooms.join(room, id, uuid, now_ms()) {
-            Ok(name) => {
-                if let Some(s) = socket_mut(core, id) {
-                    s.rooms.push(name);
-                }
-                self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                self.ok(core, id, &true, count, mid);
-            }
-            Err(JoinError::AlreadyMember) => {
-                let text = format!("connection already in this room ({room})");
-                self.error(core, id, &text, count, mid);
-            }
-            Err(JoinError::NoSuchRoom) => self.error(core, id, "room does not exist", count, mid),
-            Err(JoinError::TooManyRooms { limit }) => {
-                let text = format!("too many rooms on this server (limit {limit})");
-                self.error(core, id, &text, count, mid);
-            }
-        }
-    }
-
-    fn room_view(&mut self, core: &mut AppCore, id: ConnId, room: &str, count: u64, mid: &str) {
-        let room: Arc<str> = if room.is_empty() {
-            match socket(core, id).map(|s| s.rooms.as_slice()) {
-                Some([only]) => Arc::clone(only),
-                _ => return self.error(core, id, "a room is required", count, mid),
-            }
-        } else {
-            Arc::from(room)
-        };
-        if self.rooms.is_member(&room, id) {
-            let view = self.rooms.view(&room);
-            self.ok(core, id, &view, count, mid);
-        } else {
-            self.error(
-                core,
-                id,
-                &format!("connection not in this room ({room})"),
-                count,
-                mid,
-            );
-        }
-    }
-
-    fn say(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) {
-        let Some((room, message)) = request::say(args) else {
-            return self.error(core, id, "both room and message are required", count, mid);
-        };
-        if !self.rooms.is_member(room, id) {
-            let text = format!("connection not in this room ({room})");
-            return self.error(core, id, &text, count, mid);
-        }
-        let from = socket(core, id)
-            .map(SocketSession::id_string)
-            .unwrap_or_default();
-        self.ok(core, id, &Value::Null, count, mid);
-        // Encoded once, shared by every member's output queue; the sender's own copy comes
-        // after its OK because both go through its queue in this order.
-        let mut line = Vec::with_capacity(96 + message.len());
-        encode::chat(&mut line, message, room, From::Connection(&from), now_ms());
-        let line: Arc<[u8]> = Arc::from(line);
-        self.metrics.chat_messages += 1;
-        for member in self.rooms.members(room) {
-            core.send_shared(member, &line);
-            self.metrics.chat_deliveries += 1;
         }
     }
 
@@ -583,10 +493,7 @@ impl State {
             action: Arc::clone(action),
             params,
             scrub: self.settings.scrub_params,
-            connection: ConnectionInfo {
-                id: s.uuid,
-                remote: s.peer,
-            },
+            connection: s.info(),
             api: Arc::clone(&self.api),
             format: ReplyFormat::Socket { count, id: mid },
         };
@@ -604,7 +511,7 @@ fn details(s: &SocketSession) -> Value {
         "remotePort": s.peer.port(),
         "params": s.params_object(),
         "connectedAt": s.connected_at,
-        "rooms": s.rooms.iter().map(|r| &**r).collect::<Vec<&str>>(),
+        "rooms": s.rooms().iter().map(|r| &**r).collect::<Vec<&str>>(),
         "totalActions": s.total_actions,
         "pendingActions": s.pending_actions,
     })

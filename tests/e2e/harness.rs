@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use actionwire::{Action, Api, Config, Server, ShutdownHandle};
+use actionwire::{Action, Api, Config, Server, ServerBuilder, ShutdownHandle};
 use serde_json::Value;
 
 /// Runs a scenario over plain TCP and over TLS: `both! { fn name(t) { … } }` makes the tests
@@ -181,17 +181,27 @@ impl TestServer {
     }
 
     fn build(t: Transport, tweak: impl FnOnce(&mut Config), actions: Vec<Action>) -> TestServer {
+        TestServer::custom(t, tweak, |mut b| {
+            for a in actions {
+                b = b.action(a);
+            }
+            b
+        })
+    }
+
+    /// A server whose builder `build` completes (actions, middleware).
+    pub fn custom(
+        t: Transport,
+        tweak: impl FnOnce(&mut Config),
+        build: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> TestServer {
         let mut cfg = test_config();
         if t == Transport::Tls {
             cfg.servers.socket.secure = true;
             cfg.servers.socket.server_options = tls_options();
         }
         tweak(&mut cfg);
-        let mut b = Server::builder(cfg);
-        for a in actions {
-            b = b.action(a);
-        }
-        let server = b.build().expect("server starts");
+        let server = build(Server::builder(cfg)).build().expect("server starts");
         let addr = server.local_addr();
         let tls_addr = server.tls_local_addr();
         let web_addr = server.web_local_addr();

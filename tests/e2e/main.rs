@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod differential;
 mod framing;
+mod hooks;
 mod http;
 mod load;
 mod proxy;

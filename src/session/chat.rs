@@ -1,0 +1,363 @@
+//! Rooms and chat on the loop: the room verbs, `say`, and what server code asks for
+//! (broadcast, send to one connection, create and destroy rooms), with chat middleware
+//! around each (see `hooks.rs`).
+//!
+//! A message is encoded once and shared by every member's output queue, unless some
+//! middleware looks at each recipient: then each member gets its own copy.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actionwire_proto::encode::{self, From};
+use actionwire_proto::request;
+use actionwire_reactor::ConnId;
+use serde_json::Value;
+
+use super::socket::{socket, socket_mut};
+use super::{AppCore, State};
+use crate::actions::Effects;
+use crate::connection::ConnectionInfo;
+use crate::hooks::{ChatMessage, HookKind, ServerCommand};
+use crate::rooms::{AddError, JoinError};
+use crate::time::now_ms;
+
+/// What a destroyed room's members are told (actionhero's text).
+const ROOM_DELETED: &str = "this room has been deleted";
+
+impl State {
+    /// The room count and names server code reads, after any change to the set of rooms.
+    pub(super) fn rooms_changed(&mut self) {
+        self.api.rooms.store(self.rooms.len(), Ordering::Relaxed);
+        if self.rooms_seen != self.rooms.version() {
+            self.rooms_seen = self.rooms.version();
+            let names = self.rooms.names();
+            *self
+                .api
+                .room_names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = names;
+        }
+    }
+
+    /// `roomAdd` (`change`: `roomChange`, which first leaves every other room).
+    pub(super) fn room_join(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        room: &str,
+        change: bool,
+        count: u64,
+        mid: &str,
+    ) {
+        let Some(s) = socket(core, id) else {
+            return;
+        };
+        let (uuid, info) = (s.uuid(), s.info());
+        let in_rooms = s.rooms().len();
+        if !self.rooms.can_join(room) {
+            return self.error(core, id, "room does not exist", count, mid);
+        }
+        if !change && in_rooms >= self.settings.max_rooms && !self.rooms.is_member(room, id) {
+            let text = format!(
+                "too many rooms on this connection (limit {})",
+                self.settings.max_rooms
+            );
+            return self.error(core, id, &text, count, mid);
+        }
+        if self.rooms.is_member(room, id) && !change {
+            let text = format!("connection already in this room ({room})");
+            return self.error(core, id, &text, count, mid);
+        }
+        // Middleware decides before anything changes: joining, and for `roomChange` leaving
+        // each room it would leave.
+        if let Err(text) = self.hooks.room(HookKind::Join, &info, room) {
+            return self.error(core, id, &text, count, mid);
+        }
+        if change {
+            for left in info.rooms().filter(|r| *r != room) {
+                if let Err(text) = self.hooks.room(HookKind::Leave, &info, left) {
+                    return self.error(core, id, &text, count, mid);
+                }
+            }
+            self.leave_all(core, id, false);
+        }
+        match self.rooms.join(room, id, uuid, now_ms()) {
+            Ok(name) => {
+                if let Some(s) = socket_mut(core, id) {
+                    s.state_mut().rooms.push(name);
+                }
+                self.rooms_changed();
+                self.ok(core, id, &true, count, mid);
+            }
+            Err(JoinError::AlreadyMember) => {
+                let text = format!("connection already in this room ({room})");
+                self.error(core, id, &text, count, mid);
+            }
+            Err(JoinError::NoSuchRoom) => self.error(core, id, "room does not exist", count, mid),
+            Err(JoinError::TooManyRooms { limit }) => {
+                let text = format!("too many rooms on this server (limit {limit})");
+                self.error(core, id, &text, count, mid);
+            }
+        }
+    }
+
+    /// `roomLeave`.
+    pub(super) fn room_leave(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        room: &str,
+        count: u64,
+        mid: &str,
+    ) {
+        let Some(info) = socket(core, id).map(|s| s.info()) else {
+            return;
+        };
+        if !self.rooms.is_member(room, id) {
+            let text = format!("connection not in this room ({room})");
+            return self.error(core, id, &text, count, mid);
+        }
+        if let Err(text) = self.hooks.room(HookKind::Leave, &info, room) {
+            return self.error(core, id, &text, count, mid);
+        }
+        self.remove_member(core, id, room);
+        self.ok(core, id, &true, count, mid);
+    }
+
+    /// Takes `id` out of `room` (index and the connection's own list).
+    fn remove_member(&mut self, core: &mut AppCore, id: ConnId, room: &str) {
+        self.rooms.leave(room, id);
+        if let Some(s) = socket_mut(core, id)
+            && s.rooms().iter().any(|r| &**r == room)
+        {
+            s.state_mut().rooms.retain(|r| &**r != room);
+        }
+        self.rooms_changed();
+    }
+
+    /// Leaves every room (quit, close, `roomChange`). With `notify`, `leave` middleware
+    /// hears of each room; it cannot keep the connection in.
+    pub(super) fn leave_all(&mut self, core: &mut AppCore, id: ConnId, notify: bool) {
+        let Some(s) = socket_mut(core, id) else {
+            return;
+        };
+        if s.rooms().is_empty() {
+            return;
+        }
+        let info = s.info();
+        s.state_mut().rooms.clear();
+        for room in info.rooms() {
+            if notify {
+                // The connection is leaving whatever the middleware says.
+                let _ = self.hooks.room(HookKind::Leave, &info, room);
+            }
+            self.rooms.leave(room, id);
+        }
+        self.rooms_changed();
+    }
+
+    /// `roomView`.
+    pub(super) fn room_view(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        room: &str,
+        count: u64,
+        mid: &str,
+    ) {
+        let room: Arc<str> = if room.is_empty() {
+            match socket(core, id).map(|s| s.rooms()) {
+                Some([only]) => Arc::clone(only),
+                _ => return self.error(core, id, "a room is required", count, mid),
+            }
+        } else {
+            Arc::from(room)
+        };
+        if self.rooms.is_member(&room, id) {
+            let view = self.rooms.view(&room);
+            self.ok(core, id, &view, count, mid);
+        } else {
+            self.error(
+                core,
+                id,
+                &format!("connection not in this room ({room})"),
+                count,
+                mid,
+            );
+        }
+    }
+
+    /// `say room message`: the sender's OK, then the message to every member (the
+    /// sender's own copy after its OK, both going through its queue in this order).
+    pub(super) fn say(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        args: &str,
+        count: u64,
+        mid: &str,
+    ) {
+        let Some((room, message)) = request::say(args) else {
+            return self.error(core, id, "both room and message are required", count, mid);
+        };
+        if !self.rooms.is_member(room, id) {
+            let text = format!("connection not in this room ({room})");
+            return self.error(core, id, &text, count, mid);
+        }
+        let Some(info) = socket(core, id).map(|s| s.info()) else {
+            return;
+        };
+        let mut msg = ChatMessage {
+            room: room.to_owned(),
+            message: Value::String(message.to_owned()),
+            from: Some(info.id),
+            sent_at: now_ms(),
+        };
+        if let Err(text) = self.hooks.on_say_receive(Some(&info), &mut msg) {
+            return self.error(core, id, &text, count, mid);
+        }
+        self.ok(core, id, &Value::Null, count, mid);
+        self.deliver(core, &msg);
+    }
+
+    /// A chat line to every member of `msg.room`: encoded once, or per member when `say`
+    /// middleware looks at each recipient.
+    fn deliver(&mut self, core: &mut AppCore, msg: &ChatMessage) {
+        self.metrics.chat_messages += 1;
+        let from = msg.from.map(|u| u.to_string());
+        let encode = |m: &ChatMessage, from: Option<&str>| {
+            let mut line = Vec::with_capacity(128);
+            let from = from.map_or(From::Server, From::Connection);
+            encode::chat(&mut line, &m.message, &m.room, from, m.sent_at);
+            line
+        };
+        let members: Vec<ConnId> = self.rooms.members(&msg.room).collect();
+        if !self.hooks.has_say() {
+            let line: Arc<[u8]> = Arc::from(encode(msg, from.as_deref()));
+            for member in members {
+                core.send_shared(member, &line);
+                self.metrics.chat_deliveries += 1;
+            }
+            return;
+        }
+        for member in members {
+            let Some(recipient) = socket(core, member).map(|s| s.info()) else {
+                continue;
+            };
+            let mut copy = msg.clone();
+            if self.hooks.say(&recipient, &mut copy) {
+                let from = copy.from.map(|u| u.to_string());
+                core.send_owned(member, encode(&copy, from.as_deref()));
+                self.metrics.chat_deliveries += 1;
+            }
+        }
+    }
+
+    /// What an action asked for, applied before its reply is written.
+    pub(super) fn apply_effects(&mut self, core: &mut AppCore, id: ConnId, effects: Effects) {
+        if !effects.data.is_empty()
+            && let Some(s) = socket_mut(core, id)
+        {
+            let data = &mut s.state_mut().data;
+            for change in effects.data {
+                change.apply(data);
+            }
+        }
+        for command in effects.commands {
+            self.command(core, command);
+        }
+    }
+
+    /// One command from server code.
+    pub(super) fn command(&mut self, core: &mut AppCore, command: ServerCommand) {
+        match command {
+            ServerCommand::Broadcast { room, message } => {
+                let mut msg = ChatMessage {
+                    room,
+                    message,
+                    from: None,
+                    sent_at: now_ms(),
+                };
+                match self.hooks.on_say_receive(None, &mut msg) {
+                    Ok(()) => self.deliver(core, &msg),
+                    Err(text) => log::debug!("broadcast to {} dropped: {text}", msg.room),
+                }
+            }
+            ServerCommand::Send { to, message } => match self.by_uuid.get(&to) {
+                Some(&member) => {
+                    let mut line = Vec::with_capacity(64);
+                    encode::write_json(&mut line, &message);
+                    line.extend_from_slice(b"\r\n");
+                    core.send_owned(member, line);
+                }
+                None => log::debug!("message for {to} dropped: no such connection here"),
+            },
+            ServerCommand::AddRoom(room) => match self.rooms.add(&room) {
+                Ok(()) => self.rooms_changed(),
+                Err(AddError::Exists) => log::debug!("room {room} exists already"),
+                Err(e) => log::warn!("cannot create room {room:?}: {e:?}"),
+            },
+            ServerCommand::DestroyRoom(room) => self.destroy_room(core, &room),
+        }
+    }
+
+    /// Tells the members, removes them (their `leave` middleware hears of it), deletes the
+    /// room.
+    fn destroy_room(&mut self, core: &mut AppCore, room: &str) {
+        if !self.rooms.contains(room) {
+            log::debug!("cannot destroy room {room}: it does not exist");
+            return;
+        }
+        let msg = ChatMessage {
+            room: room.to_owned(),
+            message: Value::String(ROOM_DELETED.to_owned()),
+            from: None,
+            sent_at: now_ms(),
+        };
+        self.deliver(core, &msg);
+        let members = self.rooms.destroy(room).unwrap_or_default();
+        for member in members {
+            let Some(s) = socket_mut(core, member) else {
+                continue;
+            };
+            let info = s.info();
+            s.state_mut().rooms.retain(|r| &**r != room);
+            let _ = self.hooks.room(HookKind::Leave, &info, room);
+        }
+        self.rooms_changed();
+    }
+
+    /// Runs `create` middleware for a new socket connection; the refusal's text when it
+    /// refuses.
+    pub(super) fn connection_created(&mut self, core: &mut AppCore, id: ConnId) -> Option<String> {
+        let s = socket_mut(core, id)?;
+        self.by_uuid.insert(s.uuid(), id);
+        if !self.hooks.has_connection_hooks() {
+            s.created = true;
+            return None;
+        }
+        let info = s.info();
+        let mut data = serde_json::Map::new();
+        let verdict = self.hooks.create(&info, &mut data);
+        let s = socket_mut(core, id)?;
+        if !data.is_empty() {
+            s.state_mut().data = data;
+        }
+        match verdict {
+            Ok(()) => {
+                s.created = true;
+                None
+            }
+            Err(text) => Some(text),
+        }
+    }
+
+    /// A socket connection closed: out of every room and the id index; `destroy`
+    /// middleware when `create` accepted it.
+    pub(super) fn connection_closed(&mut self, info: &ConnectionInfo, created: bool, reason: &str) {
+        self.by_uuid.remove(&info.id);
+        if created {
+            self.hooks.destroy(info, reason);
+        }
+    }
+}
