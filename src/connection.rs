@@ -2,7 +2,7 @@
 //! actions and middleware, and the state behind it.
 //!
 //! A socket connection's rooms, sticky params and middleware data live in one
-//! [`ConnectionState`] behind an `Arc` that the session shares copy-on-write: a snapshot is
+//! `ConnectionState` behind an `Arc` that the session shares copy-on-write: a snapshot is
 //! a reference count, never a copy, and a connection that never sets anything allocates
 //! nothing. The loop owns the state; actions read their snapshot and ask for changes
 //! ([`crate::ActionData::set_connection_data`]), which the loop applies before their reply.

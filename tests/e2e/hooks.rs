@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use actionwire::{
     Action, ActionMiddleware, ChatMessage, ChatMiddleware, ConnectionMiddleware, Input,
@@ -473,4 +473,53 @@ fn server_code_broadcasts_sends_and_manages_rooms() {
         );
     }
     assert!(!srv.api.room_names().contains(&"pop-up".to_owned()));
+}
+
+#[test]
+fn an_action_sees_its_callers_rooms_params_and_data() {
+    let srv = TestServer::custom(
+        Transport::Plain,
+        |_| {},
+        |b| {
+            b.action(
+                Action::new("me", |data| {
+                    let c = &data.connection;
+                    let rooms: Vec<&str> = c.rooms().collect();
+                    let params: Map<String, Value> =
+                        c.params().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+                    let out = json!({
+                        "id": c.id.to_string(),
+                        "remote": c.remote.to_string(),
+                        "rooms": rooms,
+                        "params": params,
+                        "inOther": c.in_room("otherRoom"),
+                        "nick": c.param("nick"),
+                        "data": c.data_entries().count(),
+                    });
+                    data.response.insert("me".into(), out);
+                    Ok(())
+                })
+                .input(Input::new("nick")),
+            )
+        },
+    );
+    let mut c = srv.client();
+    c.request("roomAdd otherRoom");
+    c.request("roomAdd defaultRoom");
+    c.request("paramAdd nick=ada");
+    let details = ok_data(&c.request("detailsView"));
+    let me = c.request("me")["me"].clone();
+    assert_eq!(me["id"], details["id"]);
+    assert_eq!(
+        me["remote"],
+        format!("127.0.0.1:{}", c.stream.local_addr().expect("addr").port())
+    );
+    assert_eq!(me["rooms"], json!(["otherRoom", "defaultRoom"]));
+    assert_eq!(me["params"], json!({"nick": "ada", "action": "me"}));
+    assert_eq!(me["inOther"], true);
+    assert_eq!(me["nick"], "ada");
+    assert_eq!(me["data"], 0);
+    // A snapshot is taken per call: later changes show in later calls.
+    c.request("roomLeave otherRoom");
+    assert_eq!(c.request("me")["me"]["rooms"], json!(["defaultRoom"]));
 }
