@@ -317,12 +317,12 @@ impl<H: Handler> Reactor<H> {
                 return;
             };
             match ep.phase {
+                // Paused by backpressure: only a flush that takes the queue down to half the
+                // mark resumes it (hysteresis), whatever edges arrive meanwhile.
+                Phase::Open if ep.read_paused => return,
                 Phase::Open if must_pause_reading(&ep.out, pause_at) => {
-                    // Backpressure: resume when the peer has read its replies.
-                    if !ep.read_paused {
-                        ep.read_paused = true;
-                        stats.read_pauses.fetch_add(1, Ordering::Relaxed);
-                    }
+                    ep.read_paused = true;
+                    stats.read_pauses.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Phase::Open if ep.app_paused || !ep.has_input() => return,
