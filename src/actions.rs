@@ -124,6 +124,10 @@ pub struct Action {
     middleware: Vec<String>,
     /// Global and named middleware, in the order they run (resolved by the registry).
     chain: Arc<[Arc<ActionMiddleware>]>,
+    /// Declared never to block ([`Action::inline`]).
+    inline: bool,
+    /// Runs on the loop: inline, and so is all its middleware (resolved by the registry).
+    runs_inline: bool,
 }
 
 impl fmt::Debug for Action {
@@ -151,7 +155,25 @@ impl Action {
             run: Arc::new(run),
             middleware: Vec::new(),
             chain: Arc::new([]),
+            inline: false,
+            runs_inline: false,
         }
+    }
+
+    /// Declares that the action never blocks (no I/O, no locks held for long, no sleeping:
+    /// it computes from its params and memory), so a socket call runs it at once on the
+    /// event loop thread instead of handing it to a worker: no thread switch, no second loop
+    /// turn. Every other client waits while it runs, so keep it to microseconds. It still
+    /// runs on a worker when any of its middleware is not inline too, and for HTTP requests.
+    /// A panic is an error reply as on a worker.
+    pub fn inline(mut self) -> Action {
+        self.inline = true;
+        self
+    }
+
+    /// Whether calls run on the event loop (see [`Action::inline`]).
+    pub fn runs_inline(&self) -> bool {
+        self.runs_inline
     }
 
     /// Runs the action middleware of that name (added with

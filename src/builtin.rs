@@ -1,5 +1,8 @@
 //! The five built-in actions of the protocol reference (`docs/protocol.md`, "Actions"): `randomNumber`, `cacheTest`, `sleepTest`,
 //! `status` and `showDocumentation`.
+//!
+//! All but `cacheTest` are inline (they compute from memory and never block); `cacheTest`
+//! stays on the workers because the cache it exercises may live in Redis.
 
 use std::time::Duration;
 
@@ -36,6 +39,7 @@ fn random_number() -> Action {
     .output_example(
         json!({"randomNumber": 0.123, "stringRandomNumber": "Your random number is 0.123"}),
     )
+    .inline()
 }
 
 /// A param as text: strings as they are, anything else as its JSON.
@@ -138,6 +142,7 @@ fn sleep_test() -> Action {
         json!({"sleepStarted": 1420953571322u64, "sleepEnded": 1420953572327u64,
         "sleepDelta": 1005, "sleepDuration": 1000}),
     )
+    .inline()
 }
 
 /// Resident memory of this process in MB (two decimals), from /proc; 0 where unavailable.
@@ -172,6 +177,7 @@ fn status() -> Action {
         "uptime": 10469, "nodeStatus": "Node Healthy", "problems": [], "connections": 1,
         "rooms": 2, "pendingActions": 1}),
     )
+    .inline()
 }
 
 fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
@@ -202,4 +208,5 @@ fn show_documentation() -> Action {
         Ok(())
     })
     .description("return API documentation")
+    .inline()
 }

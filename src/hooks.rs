@@ -102,6 +102,7 @@ pub struct ActionMiddleware {
     name: String,
     priority: i32,
     global: bool,
+    inline: bool,
     pre: Option<Arc<ActionHookFn>>,
     post: Option<Arc<ActionHookFn>>,
 }
@@ -122,6 +123,7 @@ impl ActionMiddleware {
             name: name.into(),
             priority: DEFAULT_PRIORITY,
             global: false,
+            inline: false,
             pre: None,
             post: None,
         }
@@ -137,6 +139,18 @@ impl ActionMiddleware {
     pub fn global(mut self) -> ActionMiddleware {
         self.global = true;
         self
+    }
+
+    /// Declares that its hooks never block, so inline actions ([`crate::Action::inline`])
+    /// stay on the event loop with it. Without this, an inline action this middleware wraps
+    /// runs on a worker.
+    pub fn inline(mut self) -> ActionMiddleware {
+        self.inline = true;
+        self
+    }
+
+    pub(crate) fn is_inline(&self) -> bool {
+        self.inline
     }
 
     /// Runs before the action, after its inputs were processed. An `Err` refuses the call:

@@ -236,65 +236,7 @@ impl Handler for App {
     }
 
     fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, result: Result<Done, JobPanic>) {
-        let mut result = result;
-        // What the action asked for happens before its reply is written.
-        if let Ok(done) = &mut result
-            && let Some(effects) = done.effects.take()
-        {
-            self.state.apply_effects(core, id, *effects);
-        }
-        if let Ok(done) = &mut result {
-            match std::mem::replace(&mut done.reply, Reply::Socket(Vec::new())) {
-                // The action answers later: still pending; no worker held meanwhile.
-                Reply::Later(later) => {
-                    let delay = later.delay;
-                    done.reply = Reply::Due(later);
-                    if let Ok(done) = result {
-                        core.defer(id, delay, done);
-                    }
-                    return;
-                }
-                Reply::Due(later) => done.reply = later.finish(&done.action),
-                other => done.reply = other,
-            }
-        }
-        let Some(session) = core.session_mut(id) else {
-            return;
-        };
-        let pending = session.pending_actions_mut();
-        debug_assert!(*pending > 0);
-        *pending = pending.saturating_sub(1);
-        let pending = *pending;
-        let state = &mut self.state;
-        state.api.pending_actions.fetch_sub(1, Ordering::Relaxed);
-        let done = match result {
-            Ok(done) => done,
-            // Job::run catches action panics itself; this is a bug in the encoding path.
-            Err(p) => {
-                log::error!("action job failed outside the action: {}", p.message);
-                return;
-            }
-        };
-        state
-            .metrics
-            .action(&done.action, done.outcome, done.seconds);
-        log::debug!(
-            "{} action {} {} in {:.3} ms",
-            session_id(core, id),
-            done.action,
-            done.outcome.label(),
-            done.seconds * 1000.0
-        );
-        match done.reply {
-            Reply::Socket(bytes) => {
-                core.send_owned(id, bytes);
-                if core.is_shutting_down() && pending == 0 {
-                    state.bye_and_close(core, id, None, CloseReason::Shutdown);
-                }
-            }
-            Reply::Http { status, body } => state.http_action_done(core, id, status, &body),
-            Reply::Later(_) | Reply::Due(_) => debug_assert!(false, "resolved above"),
-        }
+        self.state.action_done(core, id, result);
     }
 
     fn on_close(
@@ -400,6 +342,77 @@ impl Handler for App {
                 }
             }
             AppEvent::Command(command) => self.state.command(core, command),
+        }
+    }
+}
+
+impl State {
+    /// An action finished (on a worker, or inline on the loop): what it asked for, then its
+    /// reply (or its delayed reply's timer).
+    pub(super) fn action_done(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        result: Result<Done, JobPanic>,
+    ) {
+        let mut result = result;
+        // What the action asked for happens before its reply is written.
+        if let Ok(done) = &mut result
+            && let Some(effects) = done.effects.take()
+        {
+            self.apply_effects(core, id, *effects);
+        }
+        if let Ok(done) = &mut result {
+            match std::mem::replace(&mut done.reply, Reply::Socket(Vec::new())) {
+                // The action answers later: still pending; no worker held meanwhile.
+                Reply::Later(later) => {
+                    let delay = later.delay;
+                    done.reply = Reply::Due(later);
+                    if let Ok(done) = result {
+                        core.defer(id, delay, done);
+                    }
+                    return;
+                }
+                Reply::Due(later) => done.reply = later.finish(&done.action),
+                other => done.reply = other,
+            }
+        }
+        let Some(session) = core.session_mut(id) else {
+            return;
+        };
+        let pending = session.pending_actions_mut();
+        debug_assert!(*pending > 0);
+        *pending = pending.saturating_sub(1);
+        let pending = *pending;
+        let state = &mut *self;
+        state.api.pending_actions.fetch_sub(1, Ordering::Relaxed);
+        let done = match result {
+            Ok(done) => done,
+            // Job::run catches action panics itself; this is a bug in the encoding path.
+            Err(p) => {
+                log::error!("action job failed outside the action: {}", p.message);
+                return;
+            }
+        };
+        state
+            .metrics
+            .action(&done.action, done.outcome, done.seconds);
+        log::debug!(
+            "{} action {} {} in {:.3} ms",
+            session_id(core, id),
+            done.action,
+            done.outcome.label(),
+            done.seconds * 1000.0
+        );
+        match done.reply {
+            Reply::Socket(bytes) => {
+                core.send_owned(id, bytes);
+                if core.is_shutting_down() && pending == 0 {
+                    state.bye_and_close(core, id, None, CloseReason::Shutdown);
+                }
+            }
+            Reply::Http { status, body } => state.http_action_done(core, id, status, &body),
+            Reply::Later(_) | Reply::Due(_) => debug_assert!(false, "resolved above"),
         }
     }
 }

@@ -89,6 +89,7 @@ impl Registry {
                 .cloned()
                 .collect();
             chain.sort_by_key(|m| m.priority_value());
+            a.runs_inline = a.inline && chain.iter().all(|m| m.is_inline());
             a.chain = chain.into();
             let versions = by_name.entry(a.name.to_string()).or_insert_with(|| {
                 order.push(a.name.to_string());

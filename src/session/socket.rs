@@ -497,7 +497,13 @@ impl State {
             api: Arc::clone(&self.api),
             format: ReplyFormat::Socket { count, id: mid },
         };
-        core.spawn(id, move || job.run());
+        if job.action.runs_inline() {
+            // Declared never to block: answered now, on the loop, without a hand-off.
+            let done = job.run();
+            self.action_done(core, id, Ok(done));
+        } else {
+            core.spawn(id, move || job.run());
+        }
     }
 }
 

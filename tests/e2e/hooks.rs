@@ -523,3 +523,51 @@ fn an_action_sees_its_callers_rooms_params_and_data() {
     c.request("roomLeave otherRoom");
     assert_eq!(c.request("me")["me"]["rooms"], json!(["defaultRoom"]));
 }
+
+/// The name of the thread an action ran on: workers are `actionwire-worker-N`.
+fn thread_probe(name: &str) -> Action {
+    Action::new(name, |data| {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        if data.params.get("boom").is_some_and(|v| v == "yes") {
+            panic!("deliberate");
+        }
+        data.response.insert("thread".into(), json!(thread));
+        Ok(())
+    })
+    .input(Input::new("boom"))
+}
+
+#[test]
+fn inline_actions_run_on_the_loop_unless_their_middleware_or_http_says_otherwise() {
+    let srv = TestServer::custom(Transport::Plain, with_web, |b| {
+        b.action(thread_probe("onLoop").inline())
+            .action(thread_probe("onWorker"))
+            .action(thread_probe("wrapped").inline().middleware("blocking"))
+            .action(thread_probe("wrappedInline").inline().middleware("quick"))
+            .action_middleware(ActionMiddleware::new("blocking").pre(|_| Ok(())))
+            .action_middleware(ActionMiddleware::new("quick").inline().pre(|_| Ok(())))
+    });
+    let mut c = srv.client();
+    let on_worker = |v: &Value| {
+        v["thread"]
+            .as_str()
+            .expect("thread")
+            .starts_with("actionwire-worker-")
+    };
+    assert!(!on_worker(&c.request("onLoop")));
+    assert!(on_worker(&c.request("onWorker")));
+    assert!(
+        on_worker(&c.request("wrapped")),
+        "middleware not declared inline moves it to a worker"
+    );
+    assert!(!on_worker(&c.request("wrappedInline")));
+    assert!(c.request("randomNumber")["randomNumber"].is_f64());
+    // A panic inline is an error reply; the loop goes on.
+    let r = c.request(r#"{"action":"onLoop","params":{"boom":"yes"}}"#);
+    assert_eq!(error_text(&r), "internal error in action onLoop");
+    assert!(!on_worker(&c.request("onLoop")));
+    // HTTP requests keep the workers.
+    let (status, body) = get(srv.web_addr.expect("web"), "/api/onLoop");
+    assert_eq!(status, 200);
+    assert!(on_worker(&serde_json::from_str(&body).expect("json")));
+}
