@@ -161,15 +161,9 @@ fn the_soft_output_limit_acts_on_its_timer_without_more_output() {
 }
 
 /// The bytes queued on `id` once every loop turn begun so far has finished (and with it
-/// its flush pass): the turn counter moves only at the end of a turn.
+/// its flush pass).
 fn settled_queue(h: &Harness, id: ConnId) -> usize {
-    h.send(Ev::Ping);
-    h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
-    let before = h.turns();
-    while h.turns() == before {
-        h.send(Ev::Ping);
-        h.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
-    }
+    h.settle();
     h.send(Ev::Queued(id));
     h.wait(|r| match r {
         Report::Queued(bytes, _) => Some(bytes),

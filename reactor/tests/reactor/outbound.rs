@@ -136,3 +136,36 @@ fn a_connect_that_never_completes_times_out() {
     assert_eq!(h.stats.outbound_failed.load(Ordering::Relaxed), 1);
     drop(fillers);
 }
+
+#[test]
+fn closing_an_outbound_endpoint_during_its_tls_handshake_drops_it_at_once() {
+    // A linger far past the guard: only dropping the endpoint at once ends it in time.
+    let cfg = actionwire_reactor::ReactorConfig {
+        linger: Duration::from_secs(120),
+        ..actionwire_reactor::ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, actionwire_reactor::ListenerOptions::default());
+    // A peer that accepts and never answers the ClientHello.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let opts = ConnectOptions {
+        tls: Some(h.client_tls()),
+        ..ConnectOptions::default()
+    };
+    h.send(Ev::Connect(silent.local_addr().expect("addr"), opts));
+    let out = h.wait(|r| match r {
+        Report::Connecting(id) => Some(id),
+        _ => None,
+    });
+    let (mut peer, _) = silent.accept().expect("accept");
+    peer.set_read_timeout(Some(crate::toy::GUARD))
+        .expect("timeout");
+    // The ClientHello arrived: the connect is done and the handshake under way.
+    let mut hello = [0u8; 5];
+    std::io::Read::read_exact(&mut peer, &mut hello).expect("client hello");
+    assert_eq!(hello[0], 0x16, "a TLS handshake record");
+    h.send(Ev::Close(out));
+    assert_eq!(h.closed(out).0, CloseReason::Quit);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut peer, &mut rest).expect("EOF");
+    h.stop().expect("clean stop");
+}

@@ -67,6 +67,8 @@ pub enum Report {
     Pong(usize),
     Completion(ConnId, u64),
     ConnectRefusedAtOnce(String),
+    /// An outbound connect is under way on this endpoint.
+    Connecting(ConnId),
     Blocked,
     TimersSet(usize),
     /// A PROXY header named this client address (and `Core::peer` agrees).
@@ -273,8 +275,9 @@ impl Handler for Toy {
                     max_queued: 0,
                     stay: false,
                 };
-                if let Err(e) = core.connect(addr, &opts, session) {
-                    self.report(Report::ConnectRefusedAtOnce(e.error.to_string()));
+                match core.connect(addr, &opts, session) {
+                    Ok(id) => self.report(Report::Connecting(id)),
+                    Err(e) => self.report(Report::ConnectRefusedAtOnce(e.error.to_string())),
                 }
             }
             Ev::Send(id, bytes) => {
@@ -498,6 +501,18 @@ impl Harness {
             .iter()
             .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
             .sum()
+    }
+
+    /// Returns once every loop turn begun so far has finished, all its passes included
+    /// (the turn counter moves only at the end of a turn; a ping makes turns happen).
+    pub fn settle(&self) {
+        self.send(Ev::Ping);
+        self.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+        let before = self.turns();
+        while self.turns() == before {
+            self.send(Ev::Ping);
+            self.wait(|r| matches!(r, Report::Pong(_)).then_some(()));
+        }
     }
 
     /// Starts a graceful shutdown without waiting for the loop (see [`Harness::join`]).
