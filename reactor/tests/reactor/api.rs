@@ -87,6 +87,25 @@ fn paused_reading_leaves_input_in_the_socket_until_resumed() {
 }
 
 #[test]
+fn reading_resumed_by_a_timer_goes_on_without_another_event() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    say(&mut c, "!pause");
+    assert_eq!(read_n(&mut c, 7), b"paused\n");
+    say(&mut c, "after");
+    h.settle(); // the line is in the socket, unread
+    // A server-level timer resumes it: timers fire after the turn's read pass, so the read
+    // is left for the next turn, which no edge and no timer will start: the loop must see
+    // its own pending work and not sleep.
+    h.send(Ev::Later(
+        Duration::from_millis(50),
+        Box::new(Ev::Resume(id)),
+    ));
+    assert_eq!(read_n(&mut c, 6), b"after\n");
+}
+
+#[test]
 fn touch_restarts_the_idle_clock() {
     let opts = ListenerOptions {
         idle_timeout: Duration::from_millis(600),

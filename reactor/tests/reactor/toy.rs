@@ -50,6 +50,8 @@ pub enum Ev {
     Resume(ConnId),
     /// Reports `Queued` for the endpoint.
     Queued(ConnId),
+    /// Handles the event when a server-level timer fires (after that turn's read pass).
+    Later(Duration, Box<Ev>),
 }
 
 /// What the loop tells tests.
@@ -328,6 +330,9 @@ impl Handler for Toy {
             }
             Ev::Touch(id) => core.touch(id),
             Ev::Resume(id) => core.resume_reading(id),
+            Ev::Later(delay, ev) => {
+                core.set_timer(delay, *ev).expect("timer");
+            }
             Ev::Queued(id) => {
                 self.report(Report::Queued(core.queued_bytes(id), core.queued_files(id)))
             }
