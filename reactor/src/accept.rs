@@ -168,15 +168,12 @@ impl<H: Handler> Reactor<H> {
                             .stats
                             .accept_failures
                             .fetch_add(1, Ordering::Relaxed);
-                        if class == IoClass::Exhausted {
-                            log::warn!(
-                                "accept failed ({e}) with {} connections open: pausing accepts \
-                                 for {EXHAUSTED_BACKOFF:?}",
-                                self.core.accepted
-                            );
-                        } else {
-                            log::error!("accept failed: {e}; retrying shortly");
-                        }
+                        log::log!(
+                            class.log_level(),
+                            "accept failed ({e}) with {} connections open: pausing accepts for \
+                             {EXHAUSTED_BACKOFF:?}",
+                            self.core.accepted
+                        );
                         self.accept_pause = Some(AcceptPause::Exhausted);
                         self.core
                             .set_internal_timer(EXHAUSTED_BACKOFF, TimerAction::ResumeAccepting);

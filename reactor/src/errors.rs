@@ -17,6 +17,19 @@ pub enum IoClass {
     Fatal,
 }
 
+impl IoClass {
+    /// How loud a log line about an error of this class is: routine ends quietly, running
+    /// out of resources as a warning, the unexpected as an error.
+    pub fn log_level(self) -> log::Level {
+        match self {
+            IoClass::WouldBlock | IoClass::Retry => log::Level::Trace,
+            IoClass::PeerGone => log::Level::Debug,
+            IoClass::Exhausted => log::Level::Warn,
+            IoClass::Fatal => log::Level::Error,
+        }
+    }
+}
+
 /// Classifies an error returned by accept, read or write.
 pub fn classify(e: &io::Error) -> IoClass {
     use io::ErrorKind::*;
@@ -41,6 +54,15 @@ pub fn classify(e: &io::Error) -> IoClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_class_logs_at_its_level() {
+        assert_eq!(IoClass::WouldBlock.log_level(), log::Level::Trace);
+        assert_eq!(IoClass::Retry.log_level(), log::Level::Trace);
+        assert_eq!(IoClass::PeerGone.log_level(), log::Level::Debug);
+        assert_eq!(IoClass::Exhausted.log_level(), log::Level::Warn);
+        assert_eq!(IoClass::Fatal.log_level(), log::Level::Error);
+    }
 
     #[test]
     fn classes() {

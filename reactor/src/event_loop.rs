@@ -437,11 +437,7 @@ impl<H: Handler> Reactor<H> {
         let Some(ep) = self.core.ep(id) else {
             return;
         };
-        if class == IoClass::Fatal {
-            log::warn!("{id:?} ({}) failed: {e}", ep.peer);
-        } else {
-            log::debug!("{id:?} ({}) ended: {e}", ep.peer);
-        }
+        log::log!(class.log_level(), "{id:?} ({}) ended: {e}", ep.peer);
         let reason = match ep.phase {
             Phase::Draining(r) | Phase::Lingering(r) => r,
             _ => CloseReason::Error,
