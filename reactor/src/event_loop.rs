@@ -421,7 +421,7 @@ impl<H: Handler> Reactor<H> {
         self.core.kill(id, CloseReason::Error);
     }
 
-    fn read_failed(&mut self, id: ConnId, e: io::Error) {
+    pub(crate) fn read_failed(&mut self, id: ConnId, e: io::Error) {
         match classify(&e) {
             IoClass::WouldBlock => {
                 if let Some(ep) = self.core.ep_mut(id) {

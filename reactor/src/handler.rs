@@ -73,7 +73,5 @@ pub trait Handler: Sized {
     /// `source`: it replaces the balancer's address given to `new_session` (and
     /// [`Core::peer`] returns it from now on). Called before `on_open`; not called for a
     /// header that names no client (a balancer's own health check).
-    fn on_proxied(&mut self, core: &mut Core<Self>, id: ConnId, source: SocketAddr) {
-        let _ = (core, id, source);
-    }
+    fn on_proxied(&mut self, _core: &mut Core<Self>, _id: ConnId, _source: SocketAddr) {}
 }

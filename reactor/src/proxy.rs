@@ -10,7 +10,7 @@
 //! bytes are not a valid header is closed ([`CloseReason::BadProxyHeader`]). Parsing is the
 //! `ppp` crate's.
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
@@ -93,34 +93,40 @@ impl<H: Handler> Reactor<H> {
         if !ep.awaiting_proxy {
             return true;
         }
-        let peeked = loop {
-            match ep.stream.peek(&mut self.read_buf[..MAX_HEADER]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let n = match peeked {
+        let n = match ep.stream.peek(&mut self.read_buf[..MAX_HEADER]) {
             Ok(0) => {
                 ep.eof = true;
                 self.core.kill(id, CloseReason::Eof);
                 return false;
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ep.readable = false;
-                return false;
-            }
+            // As for any read: wait for the edge, retry, or close.
             Err(e) => {
-                log::debug!("{id:?} ({}): reading the PROXY header: {e}", ep.peer);
-                self.core.kill(id, CloseReason::Error);
+                self.read_failed(id, e);
                 return false;
             }
         };
         let (len, source) = match parse(&self.read_buf[..n]) {
             // The rest is still on its way: the next edge brings it (peeked bytes stay in
             // the socket, and new bytes raise a new edge).
-            Header::Incomplete => {
+            Header::Incomplete if !ep.read_closed => {
                 ep.readable = false;
+                return false;
+            }
+            // The peer ended its side mid-header (peeking never consumes the bytes, so
+            // without this its reset or FIN would wait for the handshake timeout).
+            Header::Incomplete => {
+                if let Ok(Some(e)) | Err(e) = ep.stream.take_error() {
+                    log::debug!("{id:?} ({}): reset during its PROXY header: {e}", ep.peer);
+                    self.core.kill(id, CloseReason::Error);
+                    return false;
+                }
+                log::debug!("{id:?} ({}): ended during its PROXY header", ep.peer);
+                self.core
+                    .stats
+                    .proxy_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.core.kill(id, CloseReason::BadProxyHeader);
                 return false;
             }
             Header::Invalid(why) => {

@@ -648,6 +648,13 @@ mod tests {
     }
 
     #[test]
+    fn never_is_beyond_any_real_deadline_and_leaves_room_to_add() {
+        let millennium = Duration::from_secs(1000 * 365 * 24 * 3600);
+        assert!(NEVER > ticks(millennium));
+        assert!(NEVER.checked_add(u64::from(u32::MAX)).is_some());
+    }
+
+    #[test]
     fn durations_round_up_to_ticks_and_saturate() {
         assert_eq!(ticks(Duration::ZERO), 0);
         assert_eq!(ticks(Duration::from_millis(1)), 1);

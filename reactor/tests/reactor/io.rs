@@ -342,7 +342,7 @@ fn max_connections_zero_means_one() {
 }
 
 /// Closes `s` with a reset (SO_LINGER 0) instead of a FIN.
-fn reset(s: std::net::TcpStream) {
+pub(crate) fn reset(s: std::net::TcpStream) {
     socket2::SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))
         .expect("linger");

@@ -133,3 +133,55 @@ fn anything_else_first_is_refused_and_silence_times_out_without_pings() {
     });
     assert_eq!(reason, CloseReason::HandshakeTimeout);
 }
+
+#[test]
+fn a_client_the_application_closes_when_it_learns_who_it_is_never_opens() {
+    let h = proxied();
+    let mut c = client(h.plain);
+    let [a, b, cc, d] = crate::toy::BANNED;
+    c.write_all(format!("PROXY TCP4 {a}.{b}.{cc}.{d} 127.0.0.1 4000 5000\r\nhello\n").as_bytes())
+        .expect("write");
+    // The server's FIN, with nothing before it.
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("EOF");
+    assert!(rest.is_empty(), "nothing was echoed: {rest:?}");
+    drop(c); // ends the server's linger
+    let reason = h.wait(|r| match r {
+        Report::Opened(..) => panic!("opened after the application closed it"),
+        Report::Closed(_, reason, _, _) => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::Quit);
+}
+
+#[test]
+fn a_peer_that_resets_before_its_header_is_closed_with_an_error() {
+    let h = proxied();
+    let mut c = client(h.plain);
+    // Half a header, so the server is waiting on the socket when the reset comes.
+    c.write_all(b"PROXY TCP4 192.0.2").expect("write");
+    h.settle();
+    crate::io::reset(c);
+    let reason = h.wait(|r| match r {
+        Report::Closed(_, reason, _, _) => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::Error);
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_peer_that_ends_in_the_middle_of_its_header_is_refused_at_once() {
+    let h = proxied(); // a 700 ms handshake timeout this must not wait for
+    let mut c = client(h.plain);
+    c.write_all(b"PROXY TCP4 192.0.2").expect("write");
+    h.settle();
+    c.shutdown(std::net::Shutdown::Write).expect("FIN");
+    let reason = h.wait(|r| match r {
+        Report::Closed(_, reason, _, _) => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::BadProxyHeader);
+    assert_eq!(h.stats.proxy_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(h.stats.handshake_timeouts.load(Ordering::Relaxed), 0);
+}

@@ -20,6 +20,9 @@ use actionwire_reactor::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+/// A client address the toy closes in `on_proxied` (TEST-NET-1).
+pub const BANNED: [u8; 4] = [192, 0, 2, 66];
+
 /// How long a test waits for anything before it fails (a guard, never a synchronisation).
 pub const GUARD: Duration = Duration::from_secs(20);
 
@@ -266,6 +269,10 @@ impl Handler for Toy {
     fn on_proxied(&mut self, core: &mut Core<Self>, id: ConnId, source: SocketAddr) {
         assert_eq!(core.peer(id), Some(source));
         self.report(Report::Proxied(id, source));
+        // A client the application turns away as soon as it knows who it is.
+        if source.ip() == std::net::IpAddr::from(BANNED) {
+            core.close(id, CloseReason::Quit);
+        }
     }
 
     fn on_event(&mut self, core: &mut Core<Self>, event: Ev) {
