@@ -297,6 +297,32 @@ fn an_idle_loop_sleeps() {
 }
 
 #[test]
+fn a_loop_whose_timers_are_far_off_sleeps_until_them() {
+    // Idle and keep-alive a minute away: the wheel must not wake the loop before then.
+    let opts = ListenerOptions {
+        keepalive_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        handshake_timeout: Duration::from_secs(60),
+        ..ListenerOptions::default()
+    };
+    let h = Harness::start(ReactorConfig::default(), opts);
+    let mut clients: Vec<_> = (0..20).map(|_| client(h.plain)).collect();
+    for c in &mut clients {
+        h.opened(EndpointKind::Accepted);
+        say(c, "x");
+        assert_eq!(read_n(c, 2), b"x\n");
+    }
+    let before = h.turns();
+    // Half a second idle (a scenario, not a wait): five ticks pass, no deadline is near.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_turns = h.turns() - before;
+    assert!(
+        idle_turns <= 2,
+        "{idle_turns} loop turns with every timer a minute away"
+    );
+}
+
+#[test]
 fn job_results_come_back_to_their_endpoint() {
     let h = Harness::default();
     let mut c = client(h.plain);
