@@ -183,4 +183,15 @@ mod tests {
         );
         assert_eq!(SendError::Full(7).into_inner(), 7);
     }
+
+    #[test]
+    fn a_sender_shows_what_is_queued() {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let queue: EventQueue<u8> = EventQueue::new(4, waker);
+        let tx = queue.sender();
+        tx.try_send(1).expect("room");
+        tx.try_send(2).expect("room");
+        assert_eq!(format!("{tx:?}"), "EventSender { queued: 2 }");
+    }
 }
