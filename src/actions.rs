@@ -3,30 +3,27 @@
 //!
 //! An action declares its inputs; before it runs, each input gets its default, formatter and
 //! validator in order, and a missing required input wins over any validator message
-//! (the protocol reference, `docs/protocol.md`, "Actions"). A panic inside an action is caught on the worker and becomes an error
-//! reply.
+//! (the protocol reference, `docs/protocol.md`, "Actions"). A panic inside an action is
+//! caught (on its worker, or on the loop for an inline action) and becomes an error reply.
+//! [`Api`] (in `api.rs`) is what actions and server code reach beyond their call.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Outcome;
-
 use actionwire_proto::{RawJson, encode};
-use actionwire_reactor::ReactorStats;
 use serde_json::{Map, Value, json};
 
-use crate::cache::Cache;
 pub use crate::connection::ConnectionInfo;
 use crate::connection::DataChange;
-use crate::hooks::{ActionMiddleware, CommandError, ServerCommand};
-use crate::session::AppEvent;
-use actionwire_reactor::{EventSender, SendError};
-use uuid::Uuid;
+use crate::hooks::{ActionMiddleware, ServerCommand};
+use crate::metrics::Outcome;
 
+mod numbers;
 mod registry;
+pub use crate::api::Api;
+pub use numbers::{scalar_as_text, whole_number};
 pub use registry::{Registry, RegistryError};
 
 /// Params every action accepts, whatever its inputs.
@@ -378,140 +375,6 @@ impl ActionData {
     }
 }
 
-/// Server-wide facilities available to actions from any worker.
-#[derive(Debug)]
-pub struct Api {
-    pub cache: Cache,
-    pub server_id: String,
-    pub(crate) started: Instant,
-    /// Seconds since the Unix epoch at start (`process_start_time_seconds`).
-    pub(crate) started_unix: f64,
-    /// Loop lag, worker queue and drain state for `/status`.
-    pub health: crate::health::Health,
-    /// `maxConnections` as in effect (after 0 was resolved).
-    pub(crate) max_connections: usize,
-    /// Worker threads.
-    pub(crate) workers: usize,
-    pub(crate) reactor: Arc<ReactorStats>,
-    pub(crate) rooms: AtomicUsize,
-    /// Room names as the loop last saw them (updated when a room is created or deleted).
-    pub(crate) room_names: std::sync::Mutex<Vec<String>>,
-    pub(crate) pending_actions: AtomicUsize,
-    pub(crate) documentation: Value,
-    /// The loop's event queue, once the loop exists.
-    pub(crate) events: std::sync::OnceLock<EventSender<AppEvent>>,
-}
-
-impl Api {
-    /// Milliseconds since the server started.
-    pub fn uptime_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Connections open now.
-    pub fn connections(&self) -> usize {
-        self.reactor.open.load(Ordering::Relaxed)
-    }
-
-    /// Chat rooms that exist now.
-    pub fn rooms(&self) -> usize {
-        self.rooms.load(Ordering::Relaxed)
-    }
-
-    /// Actions pending on every connection.
-    pub fn pending_actions(&self) -> usize {
-        self.pending_actions.load(Ordering::Relaxed)
-    }
-
-    /// Keep-alive lines sent since start.
-    pub fn keepalive_pings(&self) -> u64 {
-        self.reactor.keepalive_pings.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed by `idleTimeout` since start.
-    pub fn idle_timeouts(&self) -> u64 {
-        self.reactor.idle_timeouts.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed by `handshakeTimeout` since start.
-    pub fn handshake_timeouts(&self) -> u64 {
-        self.reactor.handshake_timeouts.load(Ordering::Relaxed)
-    }
-
-    /// Connections disconnected because they did not read their output (the soft or hard
-    /// output limit) since start.
-    pub fn output_limit_disconnects(&self) -> u64 {
-        self.reactor.closed_output_limit.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed because a PROXY protocol header was expected and not sent.
-    pub fn proxy_failures(&self) -> u64 {
-        self.reactor.proxy_failures.load(Ordering::Relaxed)
-    }
-
-    /// TLS handshakes completed since start.
-    pub fn tls_handshakes(&self) -> u64 {
-        self.reactor.tls_handshakes.load(Ordering::Relaxed)
-    }
-
-    /// TLS handshakes that failed (bad client hello, refused certificate, …) since start.
-    pub fn tls_failures(&self) -> u64 {
-        self.reactor.tls_failures.load(Ordering::Relaxed)
-    }
-
-    /// The same object the `documentation` verb returns.
-    pub fn documentation(&self) -> &Value {
-        &self.documentation
-    }
-
-    /// Hands `command` to the event loop, from any thread; it is applied in the order sent.
-    /// Never waits: a full queue is [`CommandError::Busy`]. From an action, prefer
-    /// [`ActionData::command`], which also orders it before the action's reply.
-    pub fn command(&self, command: ServerCommand) -> Result<(), CommandError> {
-        let events = self.events.get().ok_or(CommandError::NotRunning)?;
-        events
-            .try_send(AppEvent::Command(command))
-            .map_err(|e| match e {
-                SendError::Full(_) => CommandError::Busy,
-                SendError::Stopped(_) => CommandError::NotRunning,
-            })
-    }
-
-    /// A chat line from the server (`"from":0`) to every member of `room`.
-    pub fn broadcast(&self, room: &str, message: impl Into<Value>) -> Result<(), CommandError> {
-        self.command(ServerCommand::Broadcast {
-            room: room.to_owned(),
-            message: message.into(),
-        })
-    }
-
-    /// `message` as one JSON line to the connection with this id.
-    pub fn send_to(&self, connection: Uuid, message: impl Into<Value>) -> Result<(), CommandError> {
-        self.command(ServerCommand::Send {
-            to: connection,
-            message: message.into(),
-        })
-    }
-
-    /// Creates a room (it stays until destroyed).
-    pub fn add_room(&self, room: &str) -> Result<(), CommandError> {
-        self.command(ServerCommand::AddRoom(room.to_owned()))
-    }
-
-    /// Tells the room's members it was deleted, removes them, and deletes it.
-    pub fn destroy_room(&self, room: &str) -> Result<(), CommandError> {
-        self.command(ServerCommand::DestroyRoom(room.to_owned()))
-    }
-
-    /// The rooms that exist, sorted (as of the loop's last change to them).
-    pub fn room_names(&self) -> Vec<String> {
-        self.room_names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// How a job's reply is framed.
 pub(crate) enum ReplyFormat {
     /// A socket protocol line with its counters.
@@ -693,89 +556,6 @@ fn run_with_middleware(action: &Action, data: &mut ActionData) -> Result<(), Str
         m.run_post(data)?;
     }
     Ok(())
-}
-
-/// A param as a whole number: a JSON number with an integral value, whatever its notation
-/// (`1`, `1.0` and `1e0` are all the number 1 in JSON), not negative. `None` for anything
-/// else, fractions and negative numbers included.
-pub fn whole_number(v: &Value) -> Option<u64> {
-    let Value::Number(n) = v else {
-        return None;
-    };
-    if let Some(u) = n.as_u64() {
-        return Some(u);
-    }
-    let f = n.as_f64()?;
-    // 2^53: beyond it a double no longer holds every integer.
-    (f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f)).then_some(f as u64)
-}
-
-/// A scalar param as actionhero's string formatter writes it: numbers as JavaScript prints
-/// them (`1.5` → `"1.5"`, `100.0` → `"100"`, `1e21` → `"1e+21"`), booleans as `"true"` /
-/// `"false"`; strings, arrays, objects and `null` are returned as they are.
-pub fn scalar_as_text(v: Value) -> Value {
-    match v {
-        Value::Number(n) => Value::String(js_number(&n)),
-        Value::Bool(b) => Value::String(b.to_string()),
-        other => other,
-    }
-}
-
-fn js_number(n: &serde_json::Number) -> String {
-    if let Some(i) = n.as_i64() {
-        return i.to_string();
-    }
-    if let Some(u) = n.as_u64() {
-        return u.to_string();
-    }
-    let f = n.as_f64().unwrap_or(0.0);
-    let a = f.abs();
-    if f == 0.0 {
-        "0".into()
-    } else if (1e-6..1e21).contains(&a) {
-        // Rust prints the shortest form that reads back, as JavaScript does.
-        let s = f.to_string();
-        s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
-    } else {
-        let s = format!("{f:e}");
-        match s.split_once('e') {
-            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
-            _ => s,
-        }
-    }
-}
-
-#[cfg(test)]
-mod number_tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn whole_numbers_in_any_notation() {
-        let parse = |t: &str| whole_number(&serde_json::from_str::<Value>(t).expect("json"));
-        assert_eq!(parse("1"), Some(1));
-        assert_eq!(parse("1.0"), Some(1));
-        assert_eq!(parse("1e0"), Some(1));
-        assert_eq!(parse("100.0"), Some(100));
-        assert_eq!(parse("1.5"), None);
-        assert_eq!(parse("-1"), None);
-        assert_eq!(parse("\"1\""), None);
-        assert_eq!(parse("1e300"), None);
-    }
-
-    #[test]
-    fn scalars_as_javascript_prints_them() {
-        let text = |t: &str| scalar_as_text(serde_json::from_str::<Value>(t).expect("json"));
-        assert_eq!(text("1.5"), json!("1.5"));
-        assert_eq!(text("100.0"), json!("100"));
-        assert_eq!(text("-3"), json!("-3"));
-        assert_eq!(text("1e21"), json!("1e+21"));
-        assert_eq!(text("1e-7"), json!("1e-7"));
-        assert_eq!(text("0.000001"), json!("0.000001"));
-        assert_eq!(text("true"), json!("true"));
-        assert_eq!(text("[1]"), json!([1]));
-        assert_eq!(text("\"x\""), json!("x"));
-    }
 }
 
 #[cfg(test)]

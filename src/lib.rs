@@ -24,6 +24,7 @@
 //! ```
 
 pub mod actions;
+mod api;
 pub mod builtin;
 pub mod cache;
 #[cfg(feature = "cli")]
