@@ -214,6 +214,11 @@ impl<H: Handler> Core<H> {
     }
 
     /// Jobs queued or running on the workers.
+    /// A handle that completes endpoints' work from any thread (see [`crate::Completer`]).
+    pub fn completer(&self) -> crate::Completer<H::Completion> {
+        crate::Completer::new(Arc::clone(&self.pool.shared))
+    }
+
     pub fn jobs_in_flight(&self) -> usize {
         self.pool.shared.in_flight.load(Ordering::Relaxed)
     }

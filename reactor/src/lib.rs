@@ -44,6 +44,6 @@ pub use endpoint::{CloseReason, ConnId, EndpointKind};
 pub use event_loop::{Reactor, ShutdownHandle};
 pub use events::{EventSender, SendError};
 pub use handler::{Handler, Timeout};
-pub use pool::JobPanic;
+pub use pool::{Completer, JobPanic};
 pub use stats::{LOOP_TURN_BOUNDS_US, ReactorStats};
 pub use timers::{TICK, TimerError, TimerId};

@@ -61,6 +61,55 @@ impl<C> Shared<C> {
     pub(crate) fn drain(&self, into: &mut Vec<Done<C>>) {
         std::mem::swap(&mut *lock(&self.done), into);
     }
+
+    /// Adds completions; wakes the loop when it finds none waiting (a burst costs one
+    /// wake-up).
+    fn deliver(&self, results: &mut Vec<Done<C>>) {
+        let was_empty = {
+            let mut done = lock(&self.done);
+            let was_empty = done.is_empty();
+            done.append(results);
+            was_empty
+        };
+        if was_empty && let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+/// Hands a completion to an endpoint from any thread, as a finished job does: the loop
+/// passes it to [`Handler::on_completion`](crate::Handler::on_completion) if the endpoint
+/// is still open (matched by generation), and drops it otherwise. For work that finishes
+/// outside the worker pool (another thread, a callback); cheap to clone. Completions are
+/// not bounded here: each answers one piece of work the application started, so the
+/// application bounds them.
+pub struct Completer<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for Completer<C> {
+    fn clone(&self) -> Self {
+        Completer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Completer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completer").finish_non_exhaustive()
+    }
+}
+
+impl<C> Completer<C> {
+    pub(crate) fn new(shared: Arc<Shared<C>>) -> Completer<C> {
+        Completer { shared }
+    }
+
+    /// Delivers `payload` to `id`'s `on_completion`.
+    pub fn complete(&self, id: ConnId, payload: C) {
+        self.shared.deliver(&mut vec![(id, Ok(payload))]);
+    }
 }
 
 /// A fixed set of worker threads.
@@ -162,17 +211,9 @@ fn worker<C>(shared: &Shared<C>) {
             results.push((job.conn, result));
         }
         let n = results.len();
-        let was_empty = {
-            let mut done = lock(&shared.done);
-            let was_empty = done.is_empty();
-            done.append(&mut results);
-            was_empty
-        };
+        shared.deliver(&mut results);
         // Counted until the result is where the loop will find it.
         shared.in_flight.fetch_sub(n, Ordering::Release);
-        if was_empty && let Err(e) = shared.waker.wake() {
-            log::error!("cannot wake the event loop: {e}");
-        }
     }
 }
 

@@ -337,6 +337,35 @@ fn job_results_come_back_to_their_endpoint() {
 }
 
 #[test]
+fn completions_from_other_threads_reach_open_endpoints_only() {
+    let h = Harness::default();
+    let mut a = client(h.plain);
+    let a_id = h.opened(EndpointKind::Accepted);
+    let b = client(h.plain);
+    let b_id = h.opened(EndpointKind::Accepted);
+    drop(b);
+    assert_eq!(h.closed(b_id).0, CloseReason::Eof);
+    // One for the closed endpoint (dropped: the toy would panic on it), whole turns, then
+    // one for the open one (delivered, and the first completion reported).
+    h.send(Ev::FromThread(b_id, 1));
+    h.settle();
+    h.settle();
+    h.send(Ev::FromThread(a_id, 2));
+    let (got, value) = h.wait(|r| match r {
+        Report::Completion(i, v) => Some((i, v)),
+        _ => None,
+    });
+    assert_eq!(
+        (got, value),
+        (a_id, 2),
+        "the closed endpoint's completion was dropped"
+    );
+    say(&mut a, "still");
+    assert_eq!(read_n(&mut a, 6), b"still\n");
+    assert_eq!(h.stats.open.load(Ordering::Relaxed), 1);
+}
+
+#[test]
 fn an_interrupted_poll_goes_on() {
     let h = Harness::default();
     let mut c = client(h.plain);

@@ -55,6 +55,8 @@ pub enum Ev {
     Queued(ConnId),
     /// Handles the event when a server-level timer fires (after that turn's read pass).
     Later(Duration, Box<Ev>),
+    /// Completes the endpoint with this value from another thread (`Core::completer`).
+    FromThread(ConnId, u64),
 }
 
 /// What the loop tells tests.
@@ -337,6 +339,14 @@ impl Handler for Toy {
             }
             Ev::Touch(id) => core.touch(id),
             Ev::Resume(id) => core.resume_reading(id),
+            Ev::FromThread(id, value) => {
+                let completer = core.completer();
+                // Joined, so the completion is queued before the next turn (tests stay
+                // deterministic); the thread is still another thread.
+                std::thread::spawn(move || completer.complete(id, value))
+                    .join()
+                    .expect("completer thread");
+            }
             Ev::Later(delay, ev) => {
                 core.set_timer(delay, *ev).expect("timer");
             }
