@@ -22,9 +22,11 @@ use crate::metrics::Outcome;
 
 mod numbers;
 mod registry;
+mod responder;
 pub use crate::api::Api;
 pub use numbers::{scalar_as_text, whole_number};
 pub use registry::{Registry, RegistryError};
+pub use responder::Responder;
 
 /// Params every action accepts, whatever its inputs.
 pub const SAFE_PARAMS: [&str; 5] = ["action", "apiVersion", "callback", "file", "messageId"];
@@ -323,6 +325,8 @@ pub struct ActionData {
     pub api: Arc<Api>,
     later: Option<(Duration, Box<FinishFn>)>,
     effects: Effects,
+    /// Set once the action took a [`Responder`].
+    deferred: Option<Arc<responder::Shared>>,
 }
 
 /// What an action asked the loop to do besides answering: applied before its reply is
@@ -355,6 +359,17 @@ impl ActionData {
     pub fn remove_connection_data(&mut self, key: &str) {
         self.connection.data_mut().shift_remove(key);
         self.effects.data.push(DataChange::Remove(key.to_owned()));
+    }
+
+    /// Answers later: the reply is what the returned [`Responder`] sends, from any thread,
+    /// when the work is done (the action returns `Ok(())` at once and holds no worker
+    /// meanwhile). If the action returns an `Err` instead, that is the reply and the
+    /// responder is ignored. A responder dropped without answering answers with an error.
+    pub fn responder(&mut self) -> Responder {
+        let shared = self
+            .deferred
+            .get_or_insert_with(|| responder::Shared::new(Arc::clone(&self.action)));
+        Responder::new(Arc::clone(shared))
     }
 
     /// Asks the loop to broadcast, send, create or destroy a room: it happens before this
@@ -392,6 +407,8 @@ pub(crate) enum Reply {
     },
     /// The action asked to answer after a delay ([`ActionData::respond_after`]).
     Later(Box<Later>),
+    /// A [`Responder`] will answer; nothing to send yet.
+    Deferred,
     /// A `Later` whose time has come.
     Due(Box<Later>),
 }
@@ -462,6 +479,8 @@ pub(crate) struct Done {
 
 /// Everything a worker needs to run one action and encode its reply.
 pub(crate) struct Job {
+    /// The caller's endpoint (where a [`Responder`]'s answer goes).
+    pub conn: actionwire_reactor::ConnId,
     pub action: Arc<Action>,
     pub params: Map<String, Value>,
     pub scrub: bool,
@@ -474,6 +493,7 @@ impl Job {
     /// Runs on a worker: inputs, the action itself (panics caught), then the encoded reply.
     pub(crate) fn run(self) -> Done {
         let Job {
+            conn,
             action,
             mut params,
             scrub,
@@ -484,7 +504,14 @@ impl Job {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Err(msg) = action.prepare(&mut params) {
-                return (Map::new(), Some(msg), Outcome::InvalidInput, None, None);
+                return (
+                    Map::new(),
+                    Some(msg),
+                    Outcome::InvalidInput,
+                    None,
+                    None,
+                    None,
+                );
             }
             if scrub {
                 params.retain(|k, _| {
@@ -500,6 +527,7 @@ impl Job {
                 api,
                 later: None,
                 effects: Effects::default(),
+                deferred: None,
             };
             let err = run_with_middleware(&action, &mut data).err();
             let outcome = if err.is_some() {
@@ -508,26 +536,48 @@ impl Job {
                 Outcome::Ok
             };
             let effects = (!data.effects.is_empty()).then(|| Box::new(data.effects));
-            (data.response, err, outcome, data.later, effects)
+            let deferred = data.deferred.map(|d| (d, Arc::clone(&data.api)));
+            (data.response, err, outcome, data.later, effects, deferred)
         }));
-        let (response, error, outcome, later, effects) = result.unwrap_or_else(|payload| {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            log::warn!("action `{}` panicked: {msg}", action.name);
-            (
-                Map::new(),
-                Some(format!("internal error in action {}", action.name)),
-                Outcome::Panic,
-                None,
-                None,
-            )
-        });
+        let (response, error, outcome, later, effects, deferred) =
+            result.unwrap_or_else(|payload| {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::warn!("action `{}` panicked: {msg}", action.name);
+                (
+                    Map::new(),
+                    Some(format!("internal error in action {}", action.name)),
+                    Outcome::Panic,
+                    None,
+                    None,
+                    None,
+                )
+            });
         let seconds = started.elapsed().as_secs_f64();
-        let reply = match later {
-            Some((delay, finish)) if error.is_none() => Reply::Later(Box::new(Later {
+        let reply = match (later, deferred) {
+            (_, Some((shared, api))) if error.is_none() => match api.completer.get() {
+                Some(completer) => shared.action_returned(responder::Call {
+                    conn,
+                    action: Arc::clone(&action.name),
+                    format,
+                    started,
+                    completer: completer.clone(),
+                }),
+                // Only before the server is built, which runs no actions.
+                None => {
+                    shared.action_failed();
+                    let text = format!("internal error in action {}", action.name);
+                    encode_reply(format, &Map::new(), Some(&text), Outcome::Error)
+                }
+            },
+            (_, Some((shared, _))) => {
+                shared.action_failed();
+                encode_reply(format, &response, error.as_deref(), outcome)
+            }
+            (Some((delay, finish)), None) if error.is_none() => Reply::Later(Box::new(Later {
                 delay,
                 finish,
                 response,

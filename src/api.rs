@@ -35,6 +35,8 @@ pub struct Api {
     pub(crate) documentation: Value,
     /// The loop's event queue, once the loop exists.
     pub(crate) events: std::sync::OnceLock<EventSender<AppEvent>>,
+    /// Where a [`crate::actions::Responder`]'s answer goes, once the loop exists.
+    pub(crate) completer: std::sync::OnceLock<actionwire_reactor::Completer<crate::actions::Done>>,
 }
 
 impl Api {

@@ -52,7 +52,7 @@ pub use actionwire_config::{Config, ConfigError};
 pub use actionwire_reactor::ShutdownHandle;
 use actionwire_reactor::{ListenerOptions, Reactor, ReactorConfig, ReactorStats};
 
-pub use actions::{Action, ActionData, Api, ConnectionInfo, Input};
+pub use actions::{Action, ActionData, Api, ConnectionInfo, Input, Responder};
 use actions::{Registry, RegistryError};
 use cache::Cache;
 use files::PublicDirs;
@@ -203,6 +203,7 @@ impl ServerBuilder {
             pending_actions: AtomicUsize::new(0),
             documentation: registry.documentation().clone(),
             events: std::sync::OnceLock::new(),
+            completer: std::sync::OnceLock::new(),
         });
         let rooms = Rooms::new(
             g.starting_chat_rooms.keys().map(String::as_str),
@@ -238,8 +239,9 @@ impl ServerBuilder {
             Arc::clone(&api),
         );
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
-        // Set once, here: the cell is new and nothing else sets it.
+        // Set once, here: the cells are new and nothing else sets them.
         let _ = api.events.set(reactor.event_sender());
+        let _ = api.completer.set(reactor.core_mut().completer());
         // The first loop-lag probe; each one sets the next (see health.rs).
         if let Err(e) = reactor.core_mut().set_timer(
             health::LAG_PROBE_INTERVAL,

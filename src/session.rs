@@ -374,6 +374,8 @@ impl State {
                     return;
                 }
                 Reply::Due(later) => done.reply = later.finish(&done.action),
+                // A responder will answer: still pending.
+                Reply::Deferred => return,
                 other => done.reply = other,
             }
         }
@@ -412,7 +414,9 @@ impl State {
                 }
             }
             Reply::Http { status, body } => state.http_action_done(core, id, status, &body),
-            Reply::Later(_) | Reply::Due(_) => debug_assert!(false, "resolved above"),
+            Reply::Later(_) | Reply::Due(_) | Reply::Deferred => {
+                debug_assert!(false, "resolved above")
+            }
         }
     }
 }

@@ -330,6 +330,7 @@ impl State {
             .pending_actions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let job = Job {
+            conn: id,
             action,
             params,
             scrub: self.settings.scrub_params,

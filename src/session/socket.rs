@@ -490,6 +490,7 @@ impl State {
         s.pending_actions += 1;
         self.api.pending_actions.fetch_add(1, Ordering::Relaxed);
         let job = Job {
+            conn: id,
             action: Arc::clone(action),
             params,
             scrub: self.settings.scrub_params,

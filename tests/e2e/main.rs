@@ -12,6 +12,7 @@ mod differential;
 mod framing;
 mod hooks;
 mod http;
+mod later;
 mod load;
 mod proxy;
 mod rooms;
