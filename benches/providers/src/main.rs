@@ -1,0 +1,125 @@
+//! The server's share of full TLS 1.3 handshakes (no resumption), in memory, for each
+//! crypto provider and certificate key type: handshakes per second per core of server CPU.
+//! Each case runs for a fixed time after a warm-up; cases alternate over several rounds so
+//! that drift on a shared machine hits them alike; the median round is printed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+const ROUNDS: usize = 5;
+const PER_ROUND: Duration = Duration::from_secs(2);
+
+fn configs(
+    provider: Arc<CryptoProvider>,
+    alg: &'static rcgen::SignatureAlgorithm,
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let key = rcgen::KeyPair::generate_for(alg).expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let der = CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert der");
+    let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key_der)
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("root");
+    // The client always uses ring: only the server's provider is compared.
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.resumption = rustls::client::Resumption::disabled();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// One full handshake; the time the server side spent.
+fn handshake(server: &Arc<rustls::ServerConfig>, client: &Arc<rustls::ClientConfig>) -> Duration {
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut c = rustls::ClientConnection::new(Arc::clone(client), name).expect("client");
+    let t = Instant::now();
+    let mut s = rustls::ServerConnection::new(Arc::clone(server)).expect("server");
+    let mut spent = t.elapsed();
+    let mut buf = Vec::with_capacity(8192);
+    while c.is_handshaking() || s.is_handshaking() || c.wants_write() || s.wants_write() {
+        buf.clear();
+        while c.wants_write() {
+            c.write_tls(&mut buf).expect("client out");
+        }
+        let t = Instant::now();
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).expect("server in");
+        }
+        s.process_new_packets().expect("server process");
+        buf.clear();
+        while s.wants_write() {
+            s.write_tls(&mut buf).expect("server out");
+        }
+        spent += t.elapsed();
+        if buf.is_empty() && !c.wants_write() && !s.is_handshaking() {
+            break;
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).expect("client in");
+        }
+        c.process_new_packets().expect("client process");
+    }
+    assert!(!s.is_handshaking() && !c.is_handshaking());
+    spent
+}
+
+fn main() {
+    let providers: [(&str, fn() -> CryptoProvider); 2] = [
+        ("ring", rustls::crypto::ring::default_provider),
+        ("aws-lc-rs", rustls::crypto::aws_lc_rs::default_provider),
+    ];
+    let keys: [(&str, &'static rcgen::SignatureAlgorithm); 2] = [
+        ("ECDSA P-256", &rcgen::PKCS_ECDSA_P256_SHA256),
+        ("Ed25519", &rcgen::PKCS_ED25519),
+    ];
+    let mut cases = Vec::new();
+    for (p, make) in providers {
+        for (k, alg) in keys {
+            let (server, client) = configs(Arc::new(make()), alg);
+            cases.push((format!("{p}, {k}"), server, client, Vec::new()));
+        }
+    }
+    for (_, server, client, _) in &cases {
+        for _ in 0..200 {
+            handshake(server, client); // warm-up
+        }
+    }
+    for _ in 0..ROUNDS {
+        for (_, server, client, rates) in &mut cases {
+            let (mut n, mut spent) = (0u32, Duration::ZERO);
+            let until = Instant::now() + PER_ROUND;
+            while Instant::now() < until {
+                spent += handshake(server, client);
+                n += 1;
+            }
+            rates.push(f64::from(n) / spent.as_secs_f64());
+        }
+    }
+    println!(
+        "{:<24} {:>12} {:>22}",
+        "server provider, key", "µs/handshake", "handshakes/s per core"
+    );
+    for (name, _, _, rates) in &mut cases {
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        println!("{name:<24} {:>12.1} {:>22.0}", 1e6 / median, median);
+    }
+}
