@@ -319,6 +319,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "actionwire_tls_handshakes_deferred_total",
+            "TLS handshake steps put off to a later loop turn (at most 16 per turn, so a storm of new clients cannot stall established ones).",
+            load(&stats.handshake_deferrals),
+        );
+        counter(
+            &mut o,
             "actionwire_tls_handshake_failures_total",
             "TLS connections that failed (bad hello, refused certificate, protocol error).",
             load(&stats.tls_failures),

@@ -62,6 +62,11 @@ pub struct ReactorConfig {
     pub event_queue: usize,
     /// Server-level timers that may be set at once.
     pub max_timers: usize,
+    /// TLS handshake steps (each at most one socket read and what rustls does with it: the
+    /// first costs a signature and a key exchange, ~0.2 ms) taken per loop turn; endpoints
+    /// beyond it wait for the next turn, so a storm of new clients cannot stall the replies
+    /// of established ones (at least 1).
+    pub handshakes_per_turn: usize,
 }
 
 impl Default for ReactorConfig {
@@ -78,6 +83,7 @@ impl Default for ReactorConfig {
             linger: Duration::from_secs(5),
             event_queue: 4096,
             max_timers: 1 << 20,
+            handshakes_per_turn: 16,
         }
     }
 }

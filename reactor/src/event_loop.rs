@@ -56,6 +56,8 @@ pub struct Reactor<H: Handler> {
     pub(crate) core: Core<H>,
     pub(crate) handler: H,
     pub(crate) read_buf: Vec<u8>,
+    /// TLS handshake steps left this turn.
+    handshake_budget: usize,
     completions: Vec<Done<H::Completion>>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -91,6 +93,7 @@ impl<H: Handler> Reactor<H> {
             core,
             handler,
             read_buf: vec![0; READ_BUF],
+            handshake_budget: 0,
             completions: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
@@ -297,6 +300,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn read_ready(&mut self) {
+        self.handshake_budget = self.core.cfg.handshakes_per_turn.max(1);
         for _ in 0..self.core.ready.len() {
             let Some(id) = self.core.ready.pop_front() else {
                 break;
@@ -332,7 +336,18 @@ impl<H: Handler> Reactor<H> {
                     }
                     return;
                 }
-                Phase::Open => {}
+                // Handshakes are the expensive reads: past this turn's share they wait for
+                // the next turn (the endpoint stays readable), behind established traffic.
+                Phase::Open if ep.transport.is_handshaking() && self.handshake_budget == 0 => {
+                    stats.handshake_deferrals.fetch_add(1, Ordering::Relaxed);
+                    self.core.mark_ready(id);
+                    return;
+                }
+                Phase::Open => {
+                    if ep.transport.is_handshaking() {
+                        self.handshake_budget -= 1;
+                    }
+                }
                 Phase::Lingering(reason) => {
                     if !ep.readable {
                         return;

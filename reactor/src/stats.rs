@@ -36,6 +36,8 @@ pub struct ReactorStats {
     /// Read steps on endpoints (each at most one socket read): with edge-triggered
     /// readiness, a short read ends the reading, so an idle-then-one-line exchange costs one.
     pub reads: AtomicU64,
+    /// TLS handshake steps put off to a later loop turn (`handshakes_per_turn` reached).
+    pub handshake_deferrals: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

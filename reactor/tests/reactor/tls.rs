@@ -90,3 +90,56 @@ fn a_large_tls_reply_through_a_small_window_arrives_whole_and_is_counted() {
     drop(tls);
     let _ = h.closed(id);
 }
+
+#[test]
+fn a_burst_of_handshakes_is_spread_over_turns_and_every_client_is_served() {
+    let cfg = actionwire_reactor::ReactorConfig {
+        handshakes_per_turn: 1,
+        ..actionwire_reactor::ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, actionwire_reactor::ListenerOptions::default());
+    // Hold the loop while five clients connect and send their ClientHello, so that all five
+    // are waiting when it looks.
+    h.send(crate::toy::Ev::Block);
+    h.wait(|r| matches!(r, Report::Blocked).then_some(()));
+    let (hello_sent, hellos) = std::sync::mpsc::channel();
+    let clients: Vec<_> = (0..5u8)
+        .map(|i| {
+            let (addr, config) = (h.tls, Arc::clone(&h.certs.client));
+            let hello_sent = hello_sent.clone();
+            std::thread::spawn(move || {
+                let mut tcp = client(addr);
+                let name = ServerName::try_from("localhost").expect("name");
+                let mut conn = rustls::ClientConnection::new(config, name).expect("client");
+                conn.write_tls(&mut tcp).expect("client hello");
+                hello_sent.send(()).expect("signal");
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                tls.write_all(&[b'a' + i, b'\n']).expect("write");
+                let mut echo = [0u8; 2];
+                tls.read_exact(&mut echo).expect("echo");
+                echo
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        hellos
+            .recv_timeout(crate::toy::GUARD)
+            .expect("a ClientHello");
+    }
+    h.gate.open();
+    for (i, c) in clients.into_iter().enumerate() {
+        assert_eq!(c.join().expect("client"), [b'a' + i as u8, b'\n']);
+    }
+    // Five handshakes at one step per turn: at least four waited for a later turn.
+    let deferred = h
+        .stats
+        .handshake_deferrals
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(deferred >= 4, "{deferred} handshake steps deferred");
+    assert_eq!(
+        h.stats
+            .tls_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+}
