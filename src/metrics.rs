@@ -320,7 +320,7 @@ impl Metrics {
         counter(
             &mut o,
             "actionwire_tls_handshakes_deferred_total",
-            "TLS handshake steps put off to a later loop turn (at most 16 per turn, so a storm of new clients cannot stall established ones).",
+            "TLS handshake steps put off to a later loop turn (at most 4 per turn, so a storm of new clients cannot stall established ones).",
             load(&stats.handshake_deferrals),
         );
         counter(
