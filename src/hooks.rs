@@ -58,6 +58,17 @@ pub struct ConnectionMiddleware {
     destroy: Option<Arc<DestroyFn>>,
 }
 
+impl fmt::Debug for ConnectionMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionMiddleware")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("create", &self.create.is_some())
+            .field("destroy", &self.destroy.is_some())
+            .finish()
+    }
+}
+
 impl ConnectionMiddleware {
     pub fn new(name: impl Into<String>) -> ConnectionMiddleware {
         ConnectionMiddleware {
@@ -216,6 +227,19 @@ pub struct ChatMiddleware {
     leave: Option<Arc<RoomFn>>,
     on_say_receive: Option<Arc<SayReceiveFn>>,
     say: Option<Arc<SayFn>>,
+}
+
+impl fmt::Debug for ChatMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatMiddleware")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("join", &self.join.is_some())
+            .field("leave", &self.leave.is_some())
+            .field("on_say_receive", &self.on_say_receive.is_some())
+            .field("say", &self.say.is_some())
+            .finish()
+    }
 }
 
 impl ChatMiddleware {
@@ -500,6 +524,21 @@ mod tests {
 
     fn info() -> ConnectionInfo {
         ConnectionInfo::new(Uuid::nil(), ([127, 0, 0, 1], 1).into(), None)
+    }
+
+    #[test]
+    fn middleware_shows_its_name_and_which_hooks_it_has() {
+        let chat = ChatMiddleware::new("rooms").priority(5).join(|_, _| Ok(()));
+        assert_eq!(
+            format!("{chat:?}"),
+            "ChatMiddleware { name: \"rooms\", priority: 5, join: true, leave: false, \
+             on_say_receive: false, say: false }"
+        );
+        let conn = ConnectionMiddleware::new("gate").on_destroy(|_, _| {});
+        assert_eq!(
+            format!("{conn:?}"),
+            "ConnectionMiddleware { name: \"gate\", priority: 100, create: false, destroy: true }"
+        );
     }
 
     #[test]
