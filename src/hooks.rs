@@ -384,15 +384,21 @@ pub(crate) struct HookStats {
 }
 
 impl HookStats {
-    /// Runs one hook: timed, its panic caught (then `on_panic` is the answer).
-    fn call<T>(&mut self, kind: HookKind, name: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
+    /// Runs one hook: timed, its panic caught (then `on_panic` makes the answer).
+    fn call<T>(
+        &mut self,
+        kind: HookKind,
+        name: &str,
+        on_panic: impl FnOnce() -> T,
+        f: impl FnOnce() -> T,
+    ) -> T {
         let started = Instant::now();
         let out = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => v,
             Err(_) => {
                 self.panics[kind as usize] += 1;
                 log::error!("{} middleware `{name}` panicked", kind.label());
-                on_panic
+                on_panic()
             }
         };
         let took = started.elapsed();
@@ -455,7 +461,7 @@ impl LoopHooks {
     ) -> HookResult {
         for m in &self.connection {
             let Some(f) = &m.create else { continue };
-            let refused = Err(format!("connection middleware {} failed", m.name));
+            let refused = || Err(format!("connection middleware {} failed", m.name));
             self.stats
                 .call(HookKind::Create, &m.name, refused, || f(info, data))?;
         }
@@ -466,7 +472,7 @@ impl LoopHooks {
         for m in &self.connection {
             if let Some(f) = &m.destroy {
                 self.stats
-                    .call(HookKind::Destroy, &m.name, (), || f(info, reason));
+                    .call(HookKind::Destroy, &m.name, || (), || f(info, reason));
             }
         }
     }
@@ -480,7 +486,7 @@ impl LoopHooks {
                 _ => &m.leave,
             };
             let Some(f) = hook else { continue };
-            let refused = Err(format!("chat middleware {} failed", m.name));
+            let refused = || Err(format!("chat middleware {} failed", m.name));
             self.stats.call(kind, &m.name, refused, || f(info, room))?;
         }
         Ok(())
@@ -493,7 +499,7 @@ impl LoopHooks {
     ) -> HookResult {
         for m in &self.chat {
             let Some(f) = &m.on_say_receive else { continue };
-            let refused = Err(format!("chat middleware {} failed", m.name));
+            let refused = || Err(format!("chat middleware {} failed", m.name));
             self.stats
                 .call(HookKind::SayReceive, &m.name, refused, || {
                     f(sender, message)
@@ -508,7 +514,7 @@ impl LoopHooks {
             let Some(f) = &m.say else { continue };
             if !self
                 .stats
-                .call(HookKind::Say, &m.name, false, || f(recipient, message))
+                .call(HookKind::Say, &m.name, || false, || f(recipient, message))
             {
                 return false;
             }

@@ -106,7 +106,8 @@ impl<H: Handler> Reactor<H> {
                 return false;
             }
         };
-        let (len, source) = match parse(&self.read_buf[..n]) {
+        let why = match parse(&self.read_buf[..n]) {
+            Header::Valid { len, source } => Ok((len, source)),
             // The rest is still on its way: the next edge brings it (peeked bytes stay in
             // the socket, and new bytes raise a new edge).
             Header::Incomplete if !ep.read_closed => {
@@ -115,21 +116,19 @@ impl<H: Handler> Reactor<H> {
             }
             // The peer ended its side mid-header (peeking never consumes the bytes, so
             // without this its reset or FIN would wait for the handshake timeout).
-            Header::Incomplete => {
-                if let Ok(Some(e)) | Err(e) = ep.stream.take_error() {
+            Header::Incomplete => match ep.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
                     log::debug!("{id:?} ({}): reset during its PROXY header: {e}", ep.peer);
                     self.core.kill(id, CloseReason::Error);
                     return false;
                 }
-                log::debug!("{id:?} ({}): ended during its PROXY header", ep.peer);
-                self.core
-                    .stats
-                    .proxy_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                self.core.kill(id, CloseReason::BadProxyHeader);
-                return false;
-            }
-            Header::Invalid(why) => {
+                Ok(None) => Err("ended during its PROXY header".to_string()),
+            },
+            Header::Invalid(why) => Err(why),
+        };
+        let (len, source) = match why {
+            Ok(header) => header,
+            Err(why) => {
                 log::debug!("{id:?} ({}): {why}; closing", ep.peer);
                 self.core
                     .stats
@@ -138,7 +137,6 @@ impl<H: Handler> Reactor<H> {
                 self.core.kill(id, CloseReason::BadProxyHeader);
                 return false;
             }
-            Header::Valid { len, source } => (len, source),
         };
         debug_assert!(len <= n, "a valid header lies within the peeked bytes");
         // Consume exactly the header; what follows is the transport's.

@@ -618,7 +618,10 @@ mod tests {
                 handshake: 50,
             };
             let v: Vec<u64> = (0..500).map(|_| due.jitter(p, rng)).collect();
-            (*v.iter().min().unwrap(), *v.iter().max().unwrap())
+            (
+                *v.iter().min().expect("samples"),
+                *v.iter().max().expect("samples"),
+            )
         };
         // 5 s interval (50 ticks): 0..=5 ticks; 60 s: capped at 10 ticks; 0.5 s: none.
         assert_eq!(sample(Due::KeepAlive, 50, &mut rng), (0, 5));

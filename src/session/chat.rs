@@ -81,6 +81,8 @@ impl State {
             }
             self.leave_all(core, id, false);
         }
+        // A live snapshot would make the session copy its state on the change below.
+        drop(info);
         match self.rooms.join(room, id, uuid, now_ms()) {
             Ok(name) => {
                 if let Some(s) = socket_mut(core, id) {
@@ -120,6 +122,7 @@ impl State {
         if let Err(text) = self.hooks.room(HookKind::Leave, &info, room) {
             return self.error(core, id, &text, count, mid);
         }
+        drop(info);
         self.remove_member(core, id, room);
         self.ok(core, id, &true, count, mid);
     }
@@ -144,13 +147,15 @@ impl State {
         if s.rooms().is_empty() {
             return;
         }
-        let info = s.info();
-        s.state_mut().rooms.clear();
-        for room in info.rooms() {
-            if notify {
-                // The connection is leaving whatever the middleware says.
+        if notify {
+            // The connection is leaving whatever the middleware says.
+            let info = s.info();
+            for room in info.rooms() {
                 let _ = self.hooks.room(HookKind::Leave, &info, room);
             }
+        }
+        let rooms = std::mem::take(&mut s.state_mut().rooms);
+        for room in &rooms {
             self.rooms.leave(room, id);
         }
         self.rooms_changed();
@@ -224,16 +229,16 @@ impl State {
     /// middleware looks at each recipient.
     fn deliver(&mut self, core: &mut AppCore, msg: &ChatMessage) {
         self.metrics.chat_messages += 1;
-        let from = msg.from.map(|u| u.to_string());
-        let encode = |m: &ChatMessage, from: Option<&str>| {
+        let encode = |m: &ChatMessage| {
             let mut line = Vec::with_capacity(128);
-            let from = from.map_or(From::Server, From::Connection);
+            let from = m.from.map(|u| u.to_string());
+            let from = from.as_deref().map_or(From::Server, From::Connection);
             encode::chat(&mut line, &m.message, &m.room, from, m.sent_at);
             line
         };
         let members: Vec<ConnId> = self.rooms.members(&msg.room).collect();
         if !self.hooks.has_say() {
-            let line: Arc<[u8]> = Arc::from(encode(msg, from.as_deref()));
+            let line: Arc<[u8]> = Arc::from(encode(msg));
             for member in members {
                 core.send_shared(member, &line);
                 self.metrics.chat_deliveries += 1;
@@ -246,8 +251,7 @@ impl State {
             };
             let mut copy = msg.clone();
             if self.hooks.say(&recipient, &mut copy) {
-                let from = copy.from.map(|u| u.to_string());
-                core.send_owned(member, encode(&copy, from.as_deref()));
+                core.send_owned(member, encode(&copy));
                 self.metrics.chat_deliveries += 1;
             }
         }
@@ -321,8 +325,9 @@ impl State {
                 continue;
             };
             let info = s.info();
-            s.state_mut().rooms.retain(|r| &**r != room);
             let _ = self.hooks.room(HookKind::Leave, &info, room);
+            drop(info);
+            s.state_mut().rooms.retain(|r| &**r != room);
         }
         self.rooms_changed();
     }
