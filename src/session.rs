@@ -245,6 +245,7 @@ impl Handler for App {
         id: ConnId,
         mut session: Session,
         reason: CloseReason,
+        _unsent: usize,
     ) {
         log::debug!(
             "{} ({}) closed: {reason} ({id:?})",

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod upstream;
+pub use upstream::{Upstream, UpstreamUrl};
+
 /// A configuration problem: the key it concerns and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -48,6 +51,8 @@ pub struct Config {
     pub general: General,
     pub servers: Servers,
     pub workers: Workers,
+    /// Forwarding actions to an HTTP backend (edge mode).
+    pub upstream: Upstream,
 }
 
 /// `general.*`: behaviour shared by every transport.
@@ -303,6 +308,9 @@ fn resolve_relative_paths(cfg: &mut Config, text: &str, base: &Path) {
             *p = base.join(&*p);
         }
     };
+    if set("/upstream/ca") {
+        cfg.upstream.ca.iter_mut().for_each(resolve);
+    }
     if set("/general/paths/public") {
         cfg.general.paths.public.iter_mut().for_each(resolve);
     }
@@ -521,7 +529,7 @@ impl Config {
         if self.workers.count > MAX_WORKERS {
             return err("workers.count", "must be at most 1024 (0 = one per core)");
         }
-        Ok(())
+        self.upstream.validate()
     }
 
     /// Keys that are set but have no effect with the rest of this configuration (the binary

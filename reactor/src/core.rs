@@ -398,8 +398,9 @@ impl<H: Handler> Core<H> {
         if let Some(conn) = self.ep_mut(id)
             && !matches!(conn.phase, Phase::Dead(_))
         {
+            // The output stays until the endpoint is reaped (this turn): `on_close` reports
+            // how much of it was never written.
             conn.phase = Phase::Dead(reason);
-            conn.out.clear();
             self.dead.push(id);
         }
     }

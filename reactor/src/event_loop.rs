@@ -576,8 +576,9 @@ impl<H: Handler> Reactor<H> {
             }
             log::debug!("{id:?} ({}) closed: {reason}", ep.peer);
             drop(ep.stream);
+            let unsent = ep.out.queued();
             self.handler
-                .on_close(&mut self.core, id, ep.session, reason);
+                .on_close(&mut self.core, id, ep.session, reason, unsent);
         }
         self.check_accept_limit();
     }

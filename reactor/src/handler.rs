@@ -53,12 +53,16 @@ pub trait Handler: Sized {
     );
     /// The endpoint is gone; its session is handed back. An outbound endpoint that never
     /// opened ends with [`CloseReason::ConnectFailed`] or [`CloseReason::ConnectTimeout`].
+    /// `unsent` counts the queued bytes that never left the output queue: none of them
+    /// reached the socket (or TLS), so a request that is still wholly among them was never
+    /// seen by the peer, and may safely be sent again elsewhere.
     fn on_close(
         &mut self,
         core: &mut Core<Self>,
         id: ConnId,
         session: Self::Session,
         reason: CloseReason,
+        unsent: usize,
     );
     /// Shutdown began: listeners are closed; close endpoints as they finish. The loop ends
     /// when no endpoint is left (or the shutdown grace is over).

@@ -169,3 +169,65 @@ fn closing_an_outbound_endpoint_during_its_tls_handshake_drops_it_at_once() {
     std::io::Read::read_to_end(&mut peer, &mut rest).expect("EOF");
     h.stop().expect("clean stop");
 }
+
+/// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid descriptor and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(stream);
+}
+
+#[test]
+fn bytes_queued_on_an_endpoint_the_peer_reset_are_reported_unsent() {
+    let h = Harness::default();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = h.connect(peer.local_addr().expect("addr"), ConnectOptions::default());
+    let (accepted, _) = peer.accept().expect("accept");
+    // Hold the loop, so that the reset is not seen before the bytes are queued: the write
+    // is what finds it, and nothing of the bytes can have reached the peer.
+    h.send(Ev::Block);
+    h.wait(|r| matches!(r, Report::Blocked).then_some(()));
+    reset(accepted);
+    h.send(Ev::Send(out, b"request".to_vec()));
+    h.gate.open();
+    let unsent = h.wait(|r| match r {
+        Report::Unsent(i, n) if i == out => Some(n),
+        Report::Closed(i, ..) if i == out => panic!("closed without reporting unsent bytes"),
+        _ => None,
+    });
+    assert_eq!(unsent, 7);
+    assert_eq!(h.closed(out).0, CloseReason::Error);
+    h.stop().expect("clean stop");
+}
+
+#[test]
+fn bytes_that_reached_the_socket_are_not_reported_unsent() {
+    let h = Harness::default();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = h.connect(peer.local_addr().expect("addr"), ConnectOptions::default());
+    let (mut accepted, _) = peer.accept().expect("accept");
+    h.send(Ev::Send(out, b"request".to_vec()));
+    let mut got = [0u8; 7];
+    std::io::Read::read_exact(&mut accepted, &mut got).expect("the bytes arrive");
+    reset(accepted);
+    h.wait(|r| match r {
+        Report::Unsent(i, _) if i == out => panic!("written bytes reported unsent"),
+        Report::Closed(i, reason, ..) if i == out => Some(reason),
+        _ => None,
+    });
+    h.stop().expect("clean stop");
+}

@@ -78,6 +78,8 @@ pub enum Report {
     Connecting(ConnId),
     Blocked,
     TimersSet(usize),
+    /// An endpoint closed with this many queued bytes never written (before its `Closed`).
+    Unsent(ConnId, usize),
     /// A PROXY header named this client address (and `Core::peer` agrees).
     Proxied(ConnId, SocketAddr),
     /// Bytes and files queued on an endpoint.
@@ -243,7 +245,17 @@ impl Handler for Toy {
         self.report(Report::Completion(id, r.unwrap_or(0)));
     }
 
-    fn on_close(&mut self, _core: &mut Core<Self>, id: ConnId, s: Session, reason: CloseReason) {
+    fn on_close(
+        &mut self,
+        _core: &mut Core<Self>,
+        id: ConnId,
+        s: Session,
+        reason: CloseReason,
+        unsent: usize,
+    ) {
+        if unsent > 0 {
+            self.report(Report::Unsent(id, unsent));
+        }
         self.report(Report::Closed(id, reason, s.max_queued, Instant::now()));
     }
 
