@@ -146,6 +146,11 @@ struct ServeArgs {
     #[arg(long, value_name = "PORT", env = "ACTIONWIRE_WEB_PORT")]
     web_port: Option<u16>,
 
+    /// Forward actions to this HTTP backend (upstream.url), e.g.
+    /// http://10.0.0.5:8080/api: every action not defined here (upstream.actions).
+    #[arg(long, value_name = "URL", env = "ACTIONWIRE_UPSTREAM")]
+    upstream: Option<String>,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -265,6 +270,9 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     if let Some(port) = cli.web_port {
         config.servers.web.enabled = true;
         config.servers.web.port = port;
+    }
+    if let Some(url) = cli.upstream {
+        config.upstream.url = Some(url);
     }
     if let Some(port) = cli.tls_port {
         let t = &mut config.servers.socket_tls;

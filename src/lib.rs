@@ -40,6 +40,7 @@ pub mod rooms;
 mod session;
 pub mod time;
 pub mod tls;
+pub mod upstream;
 
 use std::fmt;
 use std::io;
@@ -70,6 +71,7 @@ pub enum StartError {
     Config(ConfigError),
     Actions(RegistryError),
     Tls(tls::TlsError),
+    Upstream(upstream::UpstreamError),
     Listen { addr: SocketAddr, source: io::Error },
     Io(io::Error),
 }
@@ -80,6 +82,7 @@ impl fmt::Display for StartError {
             StartError::Config(e) => write!(f, "configuration error: {e}"),
             StartError::Actions(e) => write!(f, "action error: {e}"),
             StartError::Tls(e) => write!(f, "TLS configuration error: {e}"),
+            StartError::Upstream(e) => write!(f, "configuration error: {e}"),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Io(e) => write!(f, "cannot start the event loop: {e}"),
         }
@@ -152,6 +155,8 @@ impl ServerBuilder {
         let registry =
             Arc::new(Registry::new(all, self.action_middleware).map_err(StartError::Actions)?);
         let hooks = hooks::LoopHooks::new(self.connection_middleware, self.chat_middleware);
+        let upstream =
+            upstream::Settings::from_config(&cfg.upstream).map_err(StartError::Upstream)?;
 
         let scan = actionwire_proto::ScanConfig::new(
             s.delimiter.as_bytes(),
@@ -237,6 +242,7 @@ impl ServerBuilder {
             public,
             hooks,
             Arc::clone(&api),
+            upstream,
         );
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
         // Set once, here: the cells are new and nothing else sets them.

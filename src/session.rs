@@ -19,8 +19,10 @@ use crate::files::PublicDirs;
 use crate::hooks::{LoopHooks, ServerCommand};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
+use crate::upstream::{Backend, Upstream};
 
 mod chat;
+mod edge;
 mod http;
 mod socket;
 use http::HttpSession;
@@ -61,31 +63,37 @@ impl ListenerKind {
     }
 }
 
-/// Per-connection state, kept in the reactor's slab slot: one type per protocol.
+/// Per-endpoint state, kept in the reactor's slab slot: one type per protocol, and the
+/// backend connections of edge mode.
 pub(crate) enum Session {
     Socket(SocketSession),
     Http(HttpSession),
+    /// A connection to the upstream backend (outbound; see upstream/).
+    Upstream(Backend),
 }
 
 impl Session {
-    fn kind(&self) -> ListenerKind {
+    /// The listener a client connection came from (`None`: a backend connection).
+    fn kind(&self) -> Option<ListenerKind> {
         match self {
-            Session::Socket(s) if s.tls => ListenerKind::SocketTls,
-            Session::Socket(_) => ListenerKind::Socket,
-            Session::Http(_) => ListenerKind::Web,
+            Session::Socket(s) if s.tls => Some(ListenerKind::SocketTls),
+            Session::Socket(_) => Some(ListenerKind::Socket),
+            Session::Http(_) => Some(ListenerKind::Web),
+            Session::Upstream(_) => None,
         }
     }
 
-    /// Actions running for this connection.
-    fn pending_actions_mut(&mut self) -> &mut u32 {
+    /// Actions running for this connection (none for a backend connection).
+    fn pending_actions_mut(&mut self) -> Option<&mut u32> {
         match self {
-            Session::Socket(s) => s.pending_actions_mut(),
-            Session::Http(h) => &mut h.pending_actions,
+            Session::Socket(s) => Some(s.pending_actions_mut()),
+            Session::Http(h) => Some(&mut h.pending_actions),
+            Session::Upstream(_) => None,
         }
     }
 
     fn pending_actions(&mut self) -> u32 {
-        *self.pending_actions_mut()
+        self.pending_actions_mut().map_or(0, |p| *p)
     }
 
     /// The connection id clients see (`id` in `detailsView`), for log lines.
@@ -93,6 +101,7 @@ impl Session {
         match self {
             Session::Socket(s) => s.uuid(),
             Session::Http(h) => h.uuid(),
+            Session::Upstream(_) => uuid::Uuid::nil(),
         }
     }
 
@@ -100,6 +109,7 @@ impl Session {
         match self {
             Session::Socket(s) => s.peer(),
             Session::Http(h) => h.peer(),
+            Session::Upstream(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
 }
@@ -111,6 +121,8 @@ pub(crate) enum AppEvent {
     LagProbe { due: Instant },
     /// From server code, through [`crate::Api::command`].
     Command(ServerCommand),
+    /// A forwarded call's `upstream.timeout` passed (its key in the upstream's calls).
+    UpstreamTimeout(usize),
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -147,6 +159,8 @@ struct State {
     by_uuid: std::collections::HashMap<uuid::Uuid, ConnId>,
     /// The room set's version last published to the `Api`.
     rooms_seen: u64,
+    /// Edge mode: the backend that forwarded actions go to.
+    upstream: Option<Upstream>,
 }
 
 type AppCore = Core<App>;
@@ -160,6 +174,7 @@ impl App {
         public: PublicDirs,
         hooks: LoopHooks,
         api: Arc<Api>,
+        upstream: Option<crate::upstream::Settings>,
     ) -> App {
         let mut welcome = Vec::new();
         encode::welcome(&mut welcome, &settings.welcome);
@@ -175,6 +190,7 @@ impl App {
             hooks,
             by_uuid: std::collections::HashMap::new(),
             rooms_seen: u64::MAX,
+            upstream: upstream.map(Upstream::new),
         };
         state.rooms_changed();
         App { scan, state }
@@ -204,11 +220,17 @@ impl Handler for App {
         let Some(session) = core.session(id) else {
             return;
         };
+        let Some(kind) = session.kind() else {
+            if let Some(up) = &mut self.state.upstream {
+                up.opened(core, id);
+            }
+            return self.state.upstream_finished(core);
+        };
         log::debug!(
             "{} connected from {} ({}, {id:?})",
             session.client_id(),
             session.peer(),
-            session.kind().label()
+            kind.label()
         );
         if let Session::Socket(_) = session {
             match self.state.connection_created(core, id) {
@@ -231,6 +253,12 @@ impl Handler for App {
         match core.session(id) {
             Some(Session::Socket(_)) => self.state.socket_data(&self.scan, core, id, data),
             Some(Session::Http(_)) => self.state.http_data(core, id, data),
+            Some(Session::Upstream(_)) => {
+                if let Some(up) = &mut self.state.upstream {
+                    up.data(core, id, data);
+                }
+                self.state.upstream_finished(core);
+            }
             None => {}
         }
     }
@@ -241,19 +269,28 @@ impl Handler for App {
 
     fn on_close(
         &mut self,
-        _core: &mut Core<Self>,
+        core: &mut Core<Self>,
         id: ConnId,
         mut session: Session,
         reason: CloseReason,
-        _unsent: usize,
+        unsent: usize,
     ) {
+        let kind = match session {
+            Session::Upstream(backend) => {
+                if let Some(up) = &mut self.state.upstream {
+                    up.closed(core, id, backend, reason, unsent);
+                }
+                return self.state.upstream_finished(core);
+            }
+            ref s => s.kind().unwrap_or(ListenerKind::Socket),
+        };
         log::debug!(
             "{} ({}) closed: {reason} ({id:?})",
             session.client_id(),
             session.peer()
         );
         let state = &mut self.state;
-        state.metrics.open[session.kind().index()] -= 1;
+        state.metrics.open[kind.index()] -= 1;
         state.metrics.closed(reason);
         state
             .api
@@ -272,6 +309,9 @@ impl Handler for App {
     }
 
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
+        if let Some(up) = &mut self.state.upstream {
+            up.shutdown(core);
+        }
         for id in core.open_ids() {
             let Some(s) = core.session_mut(id) else {
                 continue;
@@ -286,12 +326,17 @@ impl Handler for App {
                 }
                 // Busy: closed after the last reply (see `on_completion`).
                 Session::Http(_) | Session::Socket(_) => {}
+                // Closed by the upstream pool as its calls finish.
+                Session::Upstream(_) => {}
             }
         }
     }
 
     fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool {
         let state = &mut self.state;
+        if let Some(Session::Upstream(_)) = core.session(id) {
+            return true; // an idle backend connection past `upstream.keepAliveTimeout`
+        }
         if let Some(Session::Http(h)) = core.session(id) {
             // HTTP: nothing times out while a response is being computed. Otherwise an idle
             // keep-alive connection just closes, and an unfinished request gets a 408.
@@ -324,7 +369,7 @@ impl Handler for App {
         match core.session_mut(id) {
             Some(Session::Socket(s)) => s.set_peer(source),
             Some(Session::Http(h)) => h.set_peer(source),
-            None => {}
+            Some(Session::Upstream(_)) | None => {}
         }
     }
 
@@ -343,6 +388,12 @@ impl Handler for App {
                 }
             }
             AppEvent::Command(command) => self.state.command(core, command),
+            AppEvent::UpstreamTimeout(key) => {
+                if let Some(up) = &mut self.state.upstream {
+                    up.timed_out(core, key);
+                }
+                self.state.upstream_finished(core);
+            }
         }
     }
 }
@@ -380,10 +431,9 @@ impl State {
                 other => done.reply = other,
             }
         }
-        let Some(session) = core.session_mut(id) else {
+        let Some(pending) = core.session_mut(id).and_then(Session::pending_actions_mut) else {
             return;
         };
-        let pending = session.pending_actions_mut();
         debug_assert!(*pending > 0);
         *pending = pending.saturating_sub(1);
         let pending = *pending;

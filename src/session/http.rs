@@ -68,7 +68,7 @@ impl HttpSession {
 fn http_mut(core: &mut AppCore, id: ConnId) -> Option<&mut HttpSession> {
     match core.session_mut(id)? {
         Session::Http(h) => Some(h),
-        Session::Socket(_) => None,
+        Session::Socket(_) | Session::Upstream(_) => None,
     }
 }
 
@@ -316,7 +316,22 @@ impl State {
             self.metrics.refused(Refusal::ShuttingDown);
             return Some(Answer::error(503, "the server is shutting down", false));
         }
-        let Some(action) = self.registry.find(name, params.get("apiVersion")).cloned() else {
+        let local = self.registry.find(name, params.get("apiVersion")).cloned();
+        if self.forwards(name, local.is_some()) {
+            let s = http_mut(core, id)?;
+            s.total_actions += 1;
+            s.pending_actions += 1;
+            let client = (s.peer, s.uuid);
+            self.api
+                .pending_actions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Later requests wait for this answer, as for a local action.
+            conn.waiting = Some(head.keep_alive);
+            core.pause_reading(id);
+            self.forward(core, id, name, &params, client, ReplyFormat::Http);
+            return None;
+        }
+        let Some(action) = local else {
             self.metrics.refused(Refusal::UnknownAction);
             let msg = "unknown action or invalid apiVersion";
             return Some(Answer::error(404, msg, keep_alive));

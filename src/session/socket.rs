@@ -32,14 +32,14 @@ const MAX_QUEUED_FILES: usize = 64;
 pub(super) fn socket(core: &AppCore, id: ConnId) -> Option<&SocketSession> {
     match core.session(id)? {
         Session::Socket(s) => Some(s),
-        Session::Http(_) => None,
+        Session::Http(_) | Session::Upstream(_) => None,
     }
 }
 
 pub(super) fn socket_mut(core: &mut AppCore, id: ConnId) -> Option<&mut SocketSession> {
     match core.session_mut(id)? {
         Session::Socket(s) => Some(s),
-        Session::Http(_) => None,
+        Session::Http(_) | Session::Upstream(_) => None,
     }
 }
 
@@ -470,8 +470,17 @@ impl State {
             );
         }
         let params = request_params.unwrap_or_else(|| s.params_object());
-        let Some(action) = name.and_then(|n| self.registry.find(n, params.get("apiVersion")))
-        else {
+        let local = name.and_then(|n| self.registry.find(n, params.get("apiVersion")));
+        if let Some(n) = name
+            && self.forwards(n, local.is_some())
+        {
+            s.pending_actions += 1;
+            self.api.pending_actions.fetch_add(1, Ordering::Relaxed);
+            let client = (s.peer(), s.uuid());
+            let format = ReplyFormat::Socket { count, id: mid };
+            return self.forward(core, id, n, &params, client, format);
+        }
+        let Some(action) = local else {
             self.metrics.refused(Refusal::UnknownAction);
             log::debug!(
                 "{} action {} refused: {}",
