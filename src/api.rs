@@ -32,7 +32,9 @@ pub struct Api {
     /// Room names as the loop last saw them (updated when a room is created or deleted).
     pub(crate) room_names: std::sync::Mutex<Vec<String>>,
     pub(crate) pending_actions: AtomicUsize,
-    pub(crate) documentation: Value,
+    /// The `documentation` object: local actions, and forwarded ones once the backend's
+    /// documentation has been fetched.
+    pub(crate) documentation: std::sync::RwLock<Arc<Value>>,
     /// The loop's event queue, once the loop exists.
     pub(crate) events: std::sync::OnceLock<EventSender<AppEvent>>,
     /// Where a [`crate::actions::Responder`]'s answer goes, once the loop exists.
@@ -97,8 +99,12 @@ impl Api {
     }
 
     /// The same object the `documentation` verb returns.
-    pub fn documentation(&self) -> &Value {
-        &self.documentation
+    pub fn documentation(&self) -> Arc<Value> {
+        let docs = self
+            .documentation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&docs)
     }
 
     /// Hands `command` to the event loop, from any thread; it is applied in the order sent.

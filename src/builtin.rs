@@ -203,7 +203,7 @@ fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
 
 fn show_documentation() -> Action {
     Action::new("showDocumentation", |data| {
-        let docs = data.api.documentation().clone();
+        let docs = Value::clone(&data.api.documentation());
         data.response.insert("documentation".into(), docs);
         Ok(())
     })

@@ -206,7 +206,7 @@ impl ServerBuilder {
             rooms: AtomicUsize::new(0),
             room_names: std::sync::Mutex::new(Vec::new()),
             pending_actions: AtomicUsize::new(0),
-            documentation: registry.documentation().clone(),
+            documentation: std::sync::RwLock::new(Arc::new(registry.documentation().clone())),
             events: std::sync::OnceLock::new(),
             completer: std::sync::OnceLock::new(),
         });
@@ -228,6 +228,7 @@ impl ServerBuilder {
                 max_header_bytes: cfg.servers.web.max_header_bytes,
                 max_body_bytes: cfg.servers.web.max_body_bytes,
             },
+            upstream,
         };
         let summary = Summary {
             workers,
@@ -242,12 +243,21 @@ impl ServerBuilder {
             public,
             hooks,
             Arc::clone(&api),
-            upstream,
         );
         let mut reactor = Reactor::with_stats(reactor_cfg, stats, app).map_err(StartError::Io)?;
         // Set once, here: the cells are new and nothing else sets them.
         let _ = api.events.set(reactor.event_sender());
         let _ = api.completer.set(reactor.core_mut().completer());
+        if cfg.upstream.url.is_some() {
+            // Forwarded actions join the documentation once the backend has told them.
+            let fetch = reactor.core_mut().set_timer(
+                Duration::ZERO,
+                session::AppEvent::FetchUpstreamDocumentation,
+            );
+            if let Err(e) = fetch {
+                log::warn!("the backend's documentation will not be fetched: {e}");
+            }
+        }
         // The first loop-lag probe; each one sets the next (see health.rs).
         if let Err(e) = reactor.core_mut().set_timer(
             health::LAG_PROBE_INTERVAL,
@@ -515,6 +525,16 @@ impl Server {
                 + &self
                     .web_local_addr
                     .map(|a| format!(", and HTTP on {a}"))
+                    .unwrap_or_default()
+                + &self
+                    .config
+                    .upstream
+                    .url
+                    .as_ref()
+                    .map(|u| {
+                        let names = self.config.upstream.actions.join(", ");
+                        format!(", forwarding [{names}] to {u}")
+                    })
                     .unwrap_or_default(),
             self.summary.workers,
             self.summary.max_connections,

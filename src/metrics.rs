@@ -83,6 +83,17 @@ pub(crate) struct Gauges {
     /// Loop hook calls over the slow mark, and those that panicked, by [`HookKind`].
     pub slow_hooks: [u64; HookKind::ALL.len()],
     pub hook_panics: [u64; HookKind::ALL.len()],
+    /// Edge mode's pool, when an upstream is configured.
+    pub upstream: Option<UpstreamGauges>,
+}
+
+/// Edge mode's counters and the pool as it is now.
+pub(crate) struct UpstreamGauges {
+    pub counters: crate::upstream::Counters,
+    pub queued: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub connecting: usize,
 }
 
 /// One action's duration histogram.
@@ -360,9 +371,71 @@ impl Metrics {
             &turns,
             load(&stats.loop_turn_ns_sum) as f64 / 1e9,
         );
+        if let Some(u) = &g.upstream {
+            upstream_families(&mut o, u);
+        }
         process_families(&mut o, g);
         o
     }
+}
+
+/// `actionwire_upstream_*`: forwarded calls and the backend pool.
+fn upstream_families(o: &mut String, u: &UpstreamGauges) {
+    use crate::upstream::Ending;
+    head(
+        o,
+        "actionwire_upstream_calls_total",
+        "counter",
+        "Calls forwarded to the upstream backend, by how they ended.",
+    );
+    for e in Ending::ALL {
+        let _ = writeln!(
+            o,
+            "actionwire_upstream_calls_total{{result=\"{}\"}} {}",
+            e.label(),
+            u.counters.calls[e as usize]
+        );
+    }
+    counter(
+        o,
+        "actionwire_upstream_retries_total",
+        "Calls sent again because nothing of their request had reached the backend.",
+        u.counters.retries,
+    );
+    counter(
+        o,
+        "actionwire_upstream_connects_total",
+        "Connections to the backend attempted.",
+        u.counters.connects,
+    );
+    counter(
+        o,
+        "actionwire_upstream_connect_failures_total",
+        "Connections to the backend that could not be established.",
+        u.counters.connect_failures,
+    );
+    head(
+        o,
+        "actionwire_upstream_connections",
+        "gauge",
+        "Connections to the backend, by state.",
+    );
+    for (state, n) in [
+        ("idle", u.idle),
+        ("busy", u.busy),
+        ("connecting", u.connecting),
+    ] {
+        let _ = writeln!(
+            o,
+            "actionwire_upstream_connections{{state=\"{state}\"}} {n}"
+        );
+    }
+    gauge(
+        o,
+        "actionwire_upstream_queued",
+        "Calls waiting for a backend connection.",
+        u.queued as u64,
+    );
 }
 
 fn head(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -123,6 +123,8 @@ pub(crate) enum AppEvent {
     Command(ServerCommand),
     /// A forwarded call's `upstream.timeout` passed (its key in the upstream's calls).
     UpstreamTimeout(usize),
+    /// Ask the backend for its `showDocumentation` (once, at start).
+    FetchUpstreamDocumentation,
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -135,6 +137,8 @@ pub(crate) struct Settings {
     pub max_rooms: usize,
     pub max_json_depth: usize,
     pub web: WebSettings,
+    /// Edge mode's backend (taken by the upstream pool at start).
+    pub upstream: Option<crate::upstream::Settings>,
 }
 
 /// The application's [`Handler`].
@@ -161,6 +165,8 @@ struct State {
     rooms_seen: u64,
     /// Edge mode: the backend that forwarded actions go to.
     upstream: Option<Upstream>,
+    /// The `documentation` verb's object, encoded (local actions, then forwarded ones).
+    documentation_json: String,
 }
 
 type AppCore = Core<App>;
@@ -174,14 +180,15 @@ impl App {
         public: PublicDirs,
         hooks: LoopHooks,
         api: Arc<Api>,
-        upstream: Option<crate::upstream::Settings>,
     ) -> App {
+        let mut settings = settings;
+        let upstream = settings.upstream.take();
         let mut welcome = Vec::new();
         encode::welcome(&mut welcome, &settings.welcome);
         let mut state = State {
             settings,
             welcome,
-            registry,
+            registry: Arc::clone(&registry),
             rooms,
             public,
             api,
@@ -191,6 +198,7 @@ impl App {
             by_uuid: std::collections::HashMap::new(),
             rooms_seen: u64::MAX,
             upstream: upstream.map(Upstream::new),
+            documentation_json: registry.documentation_json().to_owned(),
         };
         state.rooms_changed();
         App { scan, state }
@@ -388,6 +396,7 @@ impl Handler for App {
                 }
             }
             AppEvent::Command(command) => self.state.command(core, command),
+            AppEvent::FetchUpstreamDocumentation => self.state.fetch_upstream_documentation(core),
             AppEvent::UpstreamTimeout(key) => {
                 if let Some(up) = &mut self.state.upstream {
                     up.timed_out(core, key);

@@ -2,13 +2,13 @@
 //! when they finish (see upstream/ for the pool itself).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actionwire_reactor::{ConnId, JobPanic};
 use serde_json::{Map, Value};
 
 use super::{AppCore, State};
-use crate::actions::{Done, ReplyFormat};
+use crate::actions::{Done, Reply, ReplyFormat};
 use crate::upstream::{Caller, reply_of};
 
 impl State {
@@ -54,9 +54,66 @@ impl State {
                     };
                     self.action_done(core, conn, Ok::<Done, JobPanic>(done));
                 }
-                Caller::Documentation => {}
+                Caller::Documentation => self.upstream_documentation(reply),
             }
         }
-        let _ = Ordering::Relaxed;
+    }
+
+    /// Asks the backend for its documentation (`showDocumentation`, as an HTTP call).
+    pub(super) fn fetch_upstream_documentation(&mut self, core: &mut AppCore) {
+        if let Some(up) = &mut self.upstream {
+            let me = (SocketAddr::from(([127, 0, 0, 1], 0)), uuid::Uuid::nil());
+            let (caller, name) = (Caller::Documentation, "showDocumentation");
+            up.call(core, caller, name, &Map::new(), me, ReplyFormat::Http);
+        }
+        self.upstream_finished(core);
+    }
+
+    /// The backend's documentation arrived: its forwarded actions join ours. Names
+    /// forwarded explicitly that it does not document are listed too, as forwarded.
+    fn upstream_documentation(&mut self, reply: Reply) {
+        let Some(up) = &self.upstream else {
+            return;
+        };
+        let backend = match reply {
+            Reply::Http { status: 200, body } => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|mut v| v.get_mut("documentation").map(Value::take)),
+            _ => None,
+        };
+        let mut docs = match Value::clone(&self.api.documentation()) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let mut added = 0;
+        if let Some(Value::Object(backend)) = backend {
+            for (name, versions) in backend {
+                if up.forwards(&name, docs.contains_key(&name)) {
+                    docs.insert(name, versions);
+                    added += 1;
+                }
+            }
+        } else {
+            log::warn!(
+                "upstream: {} gave no documentation (showDocumentation); forwarded actions are not listed",
+                up.settings.url
+            );
+        }
+        for name in &up.settings.names {
+            if !docs.contains_key(name) {
+                let doc = serde_json::json!({"1": {"name": name, "version": 1,
+                    "description": format!("forwarded to {}", up.settings.url)}});
+                docs.insert(name.clone(), doc);
+            }
+        }
+        log::info!(
+            "upstream: {added} forwarded actions documented by {}",
+            up.settings.url
+        );
+        let docs = Value::Object(docs);
+        self.documentation_json = docs.to_string();
+        if let Ok(mut d) = self.api.documentation.write() {
+            *d = Arc::new(docs);
+        }
     }
 }

@@ -254,6 +254,16 @@ impl State {
                     started_unix: self.api.started_unix,
                     slow_hooks: self.hooks.stats.slow,
                     hook_panics: self.hooks.stats.panics,
+                    upstream: self.upstream.as_ref().map(|u| {
+                        let (queued, idle, busy, connecting) = u.gauges();
+                        crate::metrics::UpstreamGauges {
+                            counters: u.counters.clone(),
+                            queued,
+                            idle,
+                            busy,
+                            connecting,
+                        }
+                    }),
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
                 Answer {

@@ -322,7 +322,8 @@ impl Upstream {
             retried: false,
             on: None,
         };
-        if self.queue.len() >= self.settings.max_queued {
+        // The server's own documentation fetch is never refused: it is one call, at start.
+        if self.queue.len() >= self.settings.max_queued && caller != Caller::Documentation {
             self.counters.calls[Ending::Refused as usize] += 1;
             self.finished.push(Finished {
                 call,
@@ -462,7 +463,10 @@ impl Upstream {
             Err(Failure::QueueFull) => Ending::Refused,
             Err(Failure::Unavailable(_)) => Ending::Unavailable,
         };
-        self.counters.calls[ending as usize] += 1;
+        // The metrics count the clients' calls (not the documentation fetch).
+        if call.caller != Caller::Documentation {
+            self.counters.calls[ending as usize] += 1;
+        }
         self.finished.push(Finished { call, result });
     }
 

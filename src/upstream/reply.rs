@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(
             line,
             r#"{"z":1,"a":[2],"context":"response","messageCount":3,"messageId":"m"}"#.to_owned()
-                + "\n"
+                + "\r\n"
         );
         assert_eq!(o, Outcome::Ok);
     }

@@ -27,6 +27,7 @@ fn help_explains_every_flag() {
         ("--tls-key", "ACTIONWIRE_TLS_KEY"),
         ("--tls-port", "ACTIONWIRE_TLS_PORT"),
         ("--web-port", "ACTIONWIRE_WEB_PORT"),
+        ("--upstream", "ACTIONWIRE_UPSTREAM"),
         ("--log-level", "ACTIONWIRE_LOG_LEVEL"),
     ];
     for (flag, var) in flags {

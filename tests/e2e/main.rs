@@ -6,9 +6,11 @@ mod harness;
 
 mod abuse;
 mod actions;
+mod backend;
 mod bench;
 mod cli;
 mod differential;
+mod edge;
 mod framing;
 mod hooks;
 mod http;
