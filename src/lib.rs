@@ -40,7 +40,8 @@ pub mod rooms;
 mod session;
 pub mod time;
 pub mod tls;
-pub mod upstream;
+mod upstream;
+pub use upstream::UpstreamError;
 
 use std::fmt;
 use std::io;

@@ -3,7 +3,7 @@
 //! A forwarded call becomes `POST <upstream.url>/<action>` with the params as a JSON object
 //! (the protocol reference, `docs/protocol.md`, "Edge mode"). Backend connections are
 //! outbound endpoints of the reactor, so a slow backend holds no thread: the request is
-//! queued as output, the response is read by [`response::ResponseReader`] as bytes arrive,
+//! queued as output, the response is read by `response::ResponseReader` as bytes arrive,
 //! and the reply goes to the caller like any action's.
 //!
 //! The pool: at most `upstream.maxConnections` connections (connecting ones included),
