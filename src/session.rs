@@ -342,8 +342,10 @@ impl Handler for App {
 
     fn on_timeout(&mut self, core: &mut Core<Self>, id: ConnId, timeout: Timeout) -> bool {
         let state = &mut self.state;
-        if let Some(Session::Upstream(_)) = core.session(id) {
-            return true; // an idle backend connection past `upstream.keepAliveTimeout`
+        if let Some(Session::Upstream(backend)) = core.session(id) {
+            // An idle backend connection past `upstream.keepAliveTimeout` closes; a busy one
+            // waits for its answer (the call's own timer bounds that).
+            return matches!(backend, Backend::Idle);
         }
         if let Some(Session::Http(h)) = core.session(id) {
             // HTTP: nothing times out while a response is being computed. Otherwise an idle

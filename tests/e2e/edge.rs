@@ -471,3 +471,35 @@ fn shutdown_answers_forwarded_calls_in_flight() {
     assert_eq!(c.line(), r#"{"status":"Bye!","context":"api"}"#);
     c.expect_closed();
 }
+
+#[test]
+fn a_backend_slower_than_the_keep_alive_timeout_is_still_awaited() {
+    let backend = backend_server();
+    let edge = edge(&url_of(&backend), |c| {
+        c.upstream.actions = vec!["sleepTest".into()];
+        c.upstream.keep_alive_timeout = 100;
+    });
+    let mut c = edge.client();
+    // Silent for five keep-alive timeouts: the busy connection is not idle.
+    let r = c.request(r#"{"action":"sleepTest","params":{"sleepDuration":500}}"#);
+    assert_eq!(r["sleepDuration"], 500, "{r}");
+    // An idle one is closed after the timeout, and the next call opens another.
+    wait_until("the idle backend connection is closed", || {
+        metric(
+            &scrape(&edge),
+            "actionwire_upstream_connections{state=\"idle\"}",
+        ) == 0
+    });
+    let connects = metric(&scrape(&edge), "actionwire_upstream_connects_total");
+    let r = c.request(r#"{"action":"sleepTest","params":{"sleepDuration":1}}"#);
+    assert_eq!(r["sleepDuration"], 1, "{r}");
+    let m = scrape(&edge);
+    assert_eq!(
+        metric(&m, "actionwire_upstream_connects_total"),
+        connects + 1
+    );
+    assert_eq!(
+        metric(&m, "actionwire_upstream_calls_total{result=\"answered\"}"),
+        2
+    );
+}
