@@ -62,6 +62,34 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(script: impl Fn(&Seen) -> Act + Send + Sync + 'static) -> Backend {
+        Backend::spawn(None, script)
+    }
+
+    /// The same, speaking TLS with the test PKI's server certificate.
+    pub fn start_tls(script: impl Fn(&Seen) -> Act + Send + Sync + 'static) -> Backend {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let pki = crate::harness::pki();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                CertificateDer::pem_file_iter(&pki.server_cert)
+                    .expect("cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certs"),
+                PrivateKeyDer::from_pem_file(&pki.server_key).expect("key"),
+            )
+            .expect("server config");
+        Backend::spawn(Some(Arc::new(config)), script)
+    }
+
+    fn spawn(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(&Seen) -> Act + Send + Sync + 'static,
+    ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let (tx, seen) = channel();
@@ -84,10 +112,18 @@ impl Backend {
                 if let Ok(clone) = stream.try_clone() {
                     socks.lock().expect("sockets").push(clone);
                 }
-                let (tx, script) = (tx.clone(), Arc::clone(&script));
+                let (tx, script, tls) = (tx.clone(), Arc::clone(&script), tls.clone());
                 std::thread::spawn(move || {
                     let closer = stream.try_clone();
-                    serve(stream, n, &tx, &*script);
+                    match tls {
+                        None => serve(stream, n, &tx, &*script),
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            serve(rustls::StreamOwned::new(conn, stream), n, &tx, &*script);
+                        }
+                    }
                     // The test keeps clones of the socket: close it for real.
                     if let Ok(s) = closer {
                         let _ = s.shutdown(std::net::Shutdown::Both);
@@ -122,7 +158,7 @@ impl Drop for Backend {
     }
 }
 
-fn serve(mut stream: TcpStream, conn: usize, tx: &Sender<Seen>, script: &Script) {
+fn serve<S: Read + Write>(mut stream: S, conn: usize, tx: &Sender<Seen>, script: &Script) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

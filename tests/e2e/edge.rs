@@ -503,3 +503,23 @@ fn a_backend_slower_than_the_keep_alive_timeout_is_still_awaited() {
         2
     );
 }
+
+#[test]
+fn an_https_backend_is_reached_over_tls_and_verified() {
+    let backend = Backend::start_tls(|_| answer(200, r#"{"secure":true}"#));
+    let url = format!("https://127.0.0.1:{}/api", backend.addr.port());
+    let edge = edge(&url, |c| c.upstream.ca = Some(pki().ca.clone()));
+    let mut c = edge.client();
+    assert_eq!(c.request(r#"{"action":"x"}"#)["secure"], true);
+    assert_eq!(backend.next().path, "/api/x");
+    // Without the CA the certificate is not trusted: no request is ever sent.
+    let untrusted = Backend::start_tls(|_| answer(200, r#"{"secure":true}"#));
+    let url = format!("https://127.0.0.1:{}/api", untrusted.addr.port());
+    let edge = self::edge(&url, |_| {});
+    let r = edge.client().request(r#"{"action":"x"}"#);
+    assert!(
+        error_text(&r).starts_with("upstream unavailable: cannot connect to"),
+        "{r}"
+    );
+    assert!(untrusted.seen.try_recv().is_err());
+}
