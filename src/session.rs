@@ -229,10 +229,9 @@ impl Handler for App {
             return;
         };
         let Some(kind) = session.kind() else {
-            if let Some(up) = &mut self.state.upstream {
-                up.opened(core, id);
-            }
-            return self.state.upstream_finished(core);
+            return self
+                .state
+                .with_upstream(core, |up, core| up.opened(core, id));
         };
         log::debug!(
             "{} connected from {} ({}, {id:?})",
@@ -262,10 +261,9 @@ impl Handler for App {
             Some(Session::Socket(_)) => self.state.socket_data(&self.scan, core, id, data),
             Some(Session::Http(_)) => self.state.http_data(core, id, data),
             Some(Session::Upstream(_)) => {
-                if let Some(up) = &mut self.state.upstream {
-                    up.data(core, id, data);
-                }
-                self.state.upstream_finished(core);
+                let data = &*data;
+                self.state
+                    .with_upstream(core, |up, core| up.data(core, id, data));
             }
             None => {}
         }
@@ -285,10 +283,9 @@ impl Handler for App {
     ) {
         let kind = match session {
             Session::Upstream(backend) => {
-                if let Some(up) = &mut self.state.upstream {
+                return self.state.with_upstream(core, |up, core| {
                     up.closed(core, id, backend, reason, unsent);
-                }
-                return self.state.upstream_finished(core);
+                });
             }
             ref s => s.kind().unwrap_or(ListenerKind::Socket),
         };
@@ -400,10 +397,8 @@ impl Handler for App {
             AppEvent::Command(command) => self.state.command(core, command),
             AppEvent::FetchUpstreamDocumentation => self.state.fetch_upstream_documentation(core),
             AppEvent::UpstreamTimeout(key) => {
-                if let Some(up) = &mut self.state.upstream {
-                    up.timed_out(core, key);
-                }
-                self.state.upstream_finished(core);
+                self.state
+                    .with_upstream(core, |up, core| up.timed_out(core, key));
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actionwire_reactor::{ConnId, JobPanic};
 use serde_json::{Map, Value};
@@ -10,6 +11,13 @@ use serde_json::{Map, Value};
 use super::{AppCore, State};
 use crate::actions::{Done, Reply, ReplyFormat};
 use crate::upstream::{Caller, reply_of};
+
+/// When finished calls are answered.
+#[derive(Clone, Copy)]
+enum Delivery {
+    Now,
+    NextTurn,
+}
 
 impl State {
     /// Whether a call of `name` is forwarded (`defined_locally`: the registry has it).
@@ -32,11 +40,25 @@ impl State {
         if let Some(up) = &mut self.upstream {
             up.call(core, Caller::Client(id), name, params, client, format);
         }
-        self.upstream_finished(core);
+        // A call may end at once (refused). Its caller is in the middle of reading its
+        // request (an HTTP session has its exchange taken out), so the answer goes through
+        // the loop's deferred completions, next turn.
+        self.deliver_finished(core, Delivery::NextTurn);
     }
 
-    /// Answers the calls the upstream pool finished.
-    pub(super) fn upstream_finished(&mut self, core: &mut AppCore) {
+    /// Runs `op` on the upstream pool (if any), then answers what it finished.
+    pub(super) fn with_upstream(
+        &mut self,
+        core: &mut AppCore,
+        op: impl FnOnce(&mut crate::upstream::Upstream, &mut AppCore),
+    ) {
+        if let Some(up) = &mut self.upstream {
+            op(up, core);
+        }
+        self.deliver_finished(core, Delivery::Now);
+    }
+
+    fn deliver_finished(&mut self, core: &mut AppCore, when: Delivery) {
         let Some(up) = &mut self.upstream else {
             return;
         };
@@ -52,7 +74,10 @@ impl State {
                         reply,
                         effects: None,
                     };
-                    self.action_done(core, conn, Ok::<Done, JobPanic>(done));
+                    match when {
+                        Delivery::Now => self.action_done(core, conn, Ok::<Done, JobPanic>(done)),
+                        Delivery::NextTurn => core.defer(conn, Duration::ZERO, done),
+                    }
                 }
                 Caller::Documentation => self.upstream_documentation(reply),
             }
@@ -61,12 +86,11 @@ impl State {
 
     /// Asks the backend for its documentation (`showDocumentation`, as an HTTP call).
     pub(super) fn fetch_upstream_documentation(&mut self, core: &mut AppCore) {
-        if let Some(up) = &mut self.upstream {
+        self.with_upstream(core, |up, core| {
             let me = (SocketAddr::from(([127, 0, 0, 1], 0)), uuid::Uuid::nil());
             let (caller, name) = (Caller::Documentation, "showDocumentation");
             up.call(core, caller, name, &Map::new(), me, ReplyFormat::Http);
-        }
-        self.upstream_finished(core);
+        });
     }
 
     /// The backend's documentation arrived: its forwarded actions join ours. Names

@@ -254,16 +254,7 @@ impl State {
                     started_unix: self.api.started_unix,
                     slow_hooks: self.hooks.stats.slow,
                     hook_panics: self.hooks.stats.panics,
-                    upstream: self.upstream.as_ref().map(|u| {
-                        let (queued, idle, busy, connecting) = u.gauges();
-                        crate::metrics::UpstreamGauges {
-                            counters: u.counters.clone(),
-                            queued,
-                            idle,
-                            busy,
-                            connecting,
-                        }
-                    }),
+                    upstream: self.upstream.as_ref().map(|u| u.gauges()),
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
                 Answer {
@@ -327,46 +318,38 @@ impl State {
             return Some(Answer::error(503, "the server is shutting down", false));
         }
         let local = self.registry.find(name, params.get("apiVersion")).cloned();
-        if self.forwards(name, local.is_some()) {
-            let s = http_mut(core, id)?;
-            s.total_actions += 1;
-            s.pending_actions += 1;
-            let client = (s.peer, s.uuid);
-            self.api
-                .pending_actions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Later requests wait for this answer, as for a local action.
-            conn.waiting = Some(head.keep_alive);
-            core.pause_reading(id);
-            self.forward(core, id, name, &params, client, ReplyFormat::Http);
-            return None;
-        }
-        let Some(action) = local else {
+        let forwarded = self.forwards(name, local.is_some());
+        if !forwarded && local.is_none() {
             self.metrics.refused(Refusal::UnknownAction);
             let msg = "unknown action or invalid apiVersion";
             return Some(Answer::error(404, msg, keep_alive));
-        };
+        }
         let s = http_mut(core, id)?;
         s.total_actions += 1;
         s.pending_actions += 1;
-        // HTTP requests are stateless: no rooms, params or data.
-        let connection = ConnectionInfo::new(s.uuid, s.peer, None);
+        let (uuid, peer) = (s.uuid, s.peer);
         self.api
             .pending_actions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let job = Job {
-            conn: id,
-            action,
-            params,
-            scrub: self.settings.scrub_params,
-            connection,
-            api: std::sync::Arc::clone(&self.api),
-            format: ReplyFormat::Http,
-        };
-        core.spawn(id, move || job.run());
         // Later requests wait for this answer: order is kept, and input stops piling up.
         conn.waiting = Some(head.keep_alive);
         core.pause_reading(id);
+        match local {
+            Some(action) if !forwarded => {
+                let job = Job {
+                    conn: id,
+                    action,
+                    params,
+                    scrub: self.settings.scrub_params,
+                    // HTTP requests are stateless: no rooms, params or data.
+                    connection: ConnectionInfo::new(uuid, peer, None),
+                    api: std::sync::Arc::clone(&self.api),
+                    format: ReplyFormat::Http,
+                };
+                core.spawn(id, move || job.run());
+            }
+            _ => self.forward(core, id, name, &params, (peer, uuid), ReplyFormat::Http),
+        }
         None
     }
 

@@ -476,41 +476,44 @@ impl State {
         }
         let params = request_params.unwrap_or_else(|| s.params_object());
         let local = name.and_then(|n| self.registry.find(n, params.get("apiVersion")));
-        if let Some(n) = name
-            && self.forwards(n, local.is_some())
-        {
-            s.pending_actions += 1;
-            self.api.pending_actions.fetch_add(1, Ordering::Relaxed);
-            let client = (s.peer(), s.uuid());
-            let format = ReplyFormat::Socket { count, id: mid };
-            return self.forward(core, id, n, &params, client, format);
-        }
-        let Some(action) = local else {
-            self.metrics.refused(Refusal::UnknownAction);
-            log::debug!(
-                "{} action {} refused: {}",
-                super::session_id(core, id),
-                name.unwrap_or("-"),
-                Refusal::UnknownAction.label()
-            );
-            return self.error(
-                core,
-                id,
-                "unknown action or invalid apiVersion",
-                count,
-                mid.as_str(),
-            );
+        let target = match (name, local) {
+            (Some(n), l) if self.forwards(n, l.is_some()) => Target::Upstream(n),
+            (_, Some(action)) => Target::Local(Arc::clone(action)),
+            (_, None) => {
+                self.metrics.refused(Refusal::UnknownAction);
+                log::debug!(
+                    "{} action {} refused: {}",
+                    super::session_id(core, id),
+                    name.unwrap_or("-"),
+                    Refusal::UnknownAction.label()
+                );
+                return self.error(
+                    core,
+                    id,
+                    "unknown action or invalid apiVersion",
+                    count,
+                    mid.as_str(),
+                );
+            }
         };
         s.pending_actions += 1;
         self.api.pending_actions.fetch_add(1, Ordering::Relaxed);
+        let format = ReplyFormat::Socket { count, id: mid };
+        let action = match target {
+            Target::Upstream(n) => {
+                let client = (s.peer(), s.uuid());
+                return self.forward(core, id, n, &params, client, format);
+            }
+            Target::Local(action) => action,
+        };
         let job = Job {
             conn: id,
-            action: Arc::clone(action),
+            action,
             params,
             scrub: self.settings.scrub_params,
             connection: s.info(),
             api: Arc::clone(&self.api),
-            format: ReplyFormat::Socket { count, id: mid },
+            format,
         };
         if job.action.runs_inline() {
             // Declared never to block: answered now, on the loop, without a hand-off.
@@ -520,6 +523,14 @@ impl State {
             core.spawn(id, move || job.run());
         }
     }
+}
+
+/// Where an accepted action call goes.
+enum Target<'a> {
+    /// Forwarded to the upstream backend, under this name.
+    Upstream(&'a str),
+    /// Run here.
+    Local(Arc<crate::actions::Action>),
 }
 
 /// The `detailsView` object.

@@ -236,6 +236,15 @@ impl Ending {
     }
 }
 
+/// Closes a backend connection that carries no call any more (its `on_close` expects
+/// nothing of it).
+fn close_backend(core: &mut UpCore, conn: ConnId) {
+    if let Some(crate::session::Session::Upstream(b)) = core.session_mut(conn) {
+        *b = Backend::Closing;
+    }
+    core.close(conn, CloseReason::Quit);
+}
+
 /// The pool, the queue and the calls in flight. Lives on the loop thread.
 pub(crate) struct Upstream {
     pub settings: Settings,
@@ -250,7 +259,7 @@ pub(crate) struct Upstream {
     labels: HashSet<Arc<str>>,
     finished: Vec<Finished>,
     shutting_down: bool,
-    pub counters: Counters,
+    counters: Counters,
 }
 
 /// Loop-side operations need the core and hand finished calls back to the session layer.
@@ -277,10 +286,15 @@ impl Upstream {
         self.settings.names.contains(name) || (self.settings.all && !defined_locally)
     }
 
-    /// Calls waiting for a connection, connections (idle, busy, connecting).
-    pub(crate) fn gauges(&self) -> (usize, usize, usize, usize) {
-        let busy = self.connections - self.connecting - self.idle.len();
-        (self.queue.len(), self.idle.len(), busy, self.connecting)
+    /// The counters and the pool as it is now, for `/metrics`.
+    pub(crate) fn gauges(&self) -> crate::metrics::UpstreamGauges {
+        crate::metrics::UpstreamGauges {
+            counters: self.counters.clone(),
+            queued: self.queue.len(),
+            idle: self.idle.len(),
+            busy: self.connections - self.connecting - self.idle.len(),
+            connecting: self.connecting,
+        }
     }
 
     /// Calls finished since the last take, for the session layer to answer.
@@ -495,9 +509,7 @@ impl Upstream {
         };
         let Backend::Busy { call, reader, .. } = b else {
             // Nothing was asked: a backend talking out of turn is not to be trusted.
-            *b = Backend::Closing;
-            core.close(conn, CloseReason::Quit);
-            return;
+            return close_backend(core, conn);
         };
         let key = *call;
         let progress = reader.feed(data);
@@ -514,22 +526,14 @@ impl Upstream {
                 if reusable && core.is_open(conn) {
                     self.now_idle(core, conn);
                 } else {
-                    self.set_closing(core, conn);
-                    core.close(conn, CloseReason::Quit);
+                    close_backend(core, conn);
                 }
             }
             Progress::Failed(f) => {
                 let call = self.calls.remove(key);
-                self.set_closing(core, conn);
-                core.close(conn, CloseReason::Quit);
+                close_backend(core, conn);
                 self.end(core, call, Err(Failure::Unavailable(f.describe())));
             }
-        }
-    }
-
-    fn set_closing(&mut self, core: &mut UpCore, conn: ConnId) {
-        if let Some(crate::session::Session::Upstream(b)) = core.session_mut(conn) {
-            *b = Backend::Closing;
         }
     }
 
@@ -608,8 +612,7 @@ impl Upstream {
         } else {
             // On a connection: it cannot be reused for the next call mid-response.
             if let Some(conn) = call.on {
-                self.set_closing(core, conn);
-                core.close(conn, CloseReason::Quit);
+                close_backend(core, conn);
             }
         }
         let call = self.calls.remove(key);

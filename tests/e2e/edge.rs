@@ -55,17 +55,22 @@ fn without_counters(mut v: Value) -> Value {
     v
 }
 
-fn scrape(server: &TestServer) -> String {
+/// Sends raw HTTP requests to a server's front door on one connection and reads until it
+/// closes (the last request says `Connection: close`).
+fn http(server: &TestServer, requests: &str) -> String {
     let addr = server.web_addr.expect("web listener");
     let mut c = std::net::TcpStream::connect(addr).expect("connect");
-    std::io::Write::write_all(
-        &mut c,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .expect("write");
+    std::io::Write::write_all(&mut c, requests.as_bytes()).expect("write");
     let mut text = String::new();
     std::io::Read::read_to_string(&mut c, &mut text).expect("read");
     text
+}
+
+fn scrape(server: &TestServer) -> String {
+    http(
+        server,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -101,15 +106,10 @@ fn forwarded_replies_have_the_shape_of_local_ones() {
     assert_eq!(r["greeting"], "hello, bob");
     assert_eq!(r["messageCount"], 5);
     // The front door forwards the same way.
-    let web = edge.web_addr.expect("web");
-    let mut c = std::net::TcpStream::connect(web).expect("connect");
-    std::io::Write::write_all(
-        &mut c,
-        b"POST /api/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"name\":\"cat\"}\n",
-    )
-    .expect("write");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut c, &mut text).expect("read");
+    let text = http(
+        &edge,
+        "POST /api/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"name\":\"cat\"}\n",
+    );
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.ends_with(r#"{"greeting":"hello, cat","n":1}"#),
@@ -348,6 +348,33 @@ fn a_closed_port_is_unavailable_at_once() {
         error_text(&r).starts_with("upstream unavailable: cannot connect to"),
         "{r}"
     );
+    // Over the front door: a 502, and the kept-alive connection goes on to the next request.
+    let text = http(
+        &edge,
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\nGET /api/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(text.matches("HTTP/1.1 502 ").count(), 2, "{text}");
+    assert!(text.contains("Connection: keep-alive"), "{text}");
+}
+
+#[test]
+fn a_call_refused_at_once_over_http_keeps_the_exchange_in_order() {
+    // No queue at all: a call that finds no idle connection is refused as it is made,
+    // while its HTTP request is still being read.
+    let backend = Backend::start(|_| Act::Hold);
+    let edge = edge(&backend.url(), |c| {
+        c.upstream.max_queued = 0;
+    });
+    let text = http(
+        &edge,
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\nGET /api/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(text.matches("HTTP/1.1 503 ").count(), 2, "{text}");
+    assert!(
+        text.contains("too many calls waiting for the backend"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: keep-alive"), "{text}");
 }
 
 /// An inline action that holds the loop until the test has reset the backend's
