@@ -1,45 +1,60 @@
 #!/usr/bin/env bash
 # Edge mode: an action (a) answered locally, (b) forwarded from an edge to a second
-# actionwire's HTTP front door, beside (c) that backend's own HTTP numbers (wrk), 50
-# connections, closed loop; then the edge's memory per forwarded call in flight (a backend
-# that answers after 30 s, N calls outstanding, RSS before and after). Everything runs on
-# free 127.0.0.1 ports on this machine and stops when the script does.
+# actionwire's HTTP front door, (c) forwarded to an actionhero 20.0.0 app's web server, beside
+# each backend's own HTTP numbers (wrk), 50 connections, closed loop; then the edge's memory
+# per forwarded call in flight (a backend that answers after 30 s, N calls outstanding, RSS
+# before and after). Everything runs on free 127.0.0.1 ports on this machine and stops when
+# the script does.
 #
-#   benches/edge.sh        # DURATION=10s CALLS=20000; installs wrk with apt-get if missing
+#   benches/edge.sh   # DURATION=10s CALLS=20000; installs wrk, redis-server, node and
+#                     # actionhero 20.0.0 (npm, into target/interop) when missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}; CALLS=${CALLS:-20000}
-command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }; }
+# shellcheck source=tests/interop/lib.sh
+. tests/interop/lib.sh
+INTEROP_TMP=$(mktemp -d)
+trap 'interop_cleanup; rm -rf "$INTEROP_TMP"' EXIT
+need wrk wrk
+install_actionhero
 cargo build --release -q
 BIN=target/release/actionwire
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-# shellcheck source=benches/ports.sh
-. benches/ports.sh
-TMP=$(mktemp -d)
-bport=$(free_port); bweb=$(free_port); eport=$(free_port)
-"$BIN" --bind 127.0.0.1 --port "$bport" --web-port "$bweb" --log-level error & PIDS+=($!)
+
+bport=$(free_port); bweb=$(free_port)
+"$BIN" --bind 127.0.0.1 --port "$bport" --web-port "$bweb" --log-level error & INTEROP_PIDS+=($!)
 wait_port "$bport"; wait_port "$bweb"
-cat > "$TMP/edge.json" <<JSON
-{"upstream":{"url":"http://127.0.0.1:$bweb/api","actions":["randomNumber","sleepTest"],"timeout":60000,"maxQueued":100000},
+start_redis
+start_actionhero bench
+
+edge() { # upstream-url: starts an edge forwarding randomNumber and sleepTest; sets EDGE, EDGE_PID
+  EDGE=$(free_port)
+  cat > "$INTEROP_TMP/edge-$EDGE.json" <<JSON
+{"upstream":{"url":"$1","actions":["randomNumber","sleepTest"],"timeout":60000,"maxQueued":100000},
  "general":{"simultaneousActions":1000}}
 JSON
-"$BIN" --config "$TMP/edge.json" --bind 127.0.0.1 --port "$eport" --log-level error & epid=$!; PIDS+=("$epid")
-wait_port "$eport"
+  "$BIN" --config "$INTEROP_TMP/edge-$EDGE.json" --bind 127.0.0.1 --port "$EDGE" --log-level error &
+  EDGE_PID=$!; INTEROP_PIDS+=("$EDGE_PID")
+  wait_port "$EDGE"
+}
 load() { # target port
   timeout 120 "$BIN" bench --json --target "127.0.0.1:$1" --connections 50 --duration "$DURATION" \
     --request randomNumber --expect '{"randomNumber"' 2>/dev/null \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latency_us"]; print("%7d/s  p50 %6.0f us  p99 %6.0f us" % (d["per_second"], l["p50"], l["p99"]))'
 }
-echo "(a) local, socket protocol:            $(load "$bport")"
-echo "(b) forwarded by the edge (socket):    $(load "$eport")"
-echo "(c) backend's HTTP front door (wrk):"
-wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:$bweb/api/randomNumber" | grep -E "Requests/sec|50%|99%"
+direct() { # url: the backend's own HTTP numbers
+  wrk -t1 -c50 -d"$DURATION" --latency "$1" | awk '/Requests\/sec/{r=$2} / 50%/{p50=$2} / 99%/{p99=$2} END{printf "%7d/s  p50 %9s  p99 %9s\n", r, p50, p99}'
+}
+echo "(a) local, socket protocol:                        $(load "$bport")"
+edge "http://127.0.0.1:$bweb/api"; actionwire_edge=$EDGE; actionwire_edge_pid=$EDGE_PID
+echo "(b) forwarded by the edge to actionwire's HTTP:    $(load "$actionwire_edge")"
+echo "    that backend's own HTTP front door (wrk):      $(direct "http://127.0.0.1:$bweb/api/randomNumber")"
+edge "http://127.0.0.1:$AH_WEB/api"
+echo "(c) forwarded by the edge to actionhero 20.0.0:    $(load "$EDGE")"
+echo "    actionhero's own web server (wrk):             $(direct "http://127.0.0.1:$AH_WEB/api/randomNumber")"
 
 # Memory per call in flight: CALLS calls to a backend action that answers after 30 s
 # (the backend holds 256 of them on its connections, the edge queues the rest).
-python3 - "$eport" "$CALLS" "$epid" <<'PY'
+python3 - "$actionwire_edge" "$CALLS" "$actionwire_edge_pid" <<'PY'
 import socket, sys, time
 port, calls, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rss = lambda: int([l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0])

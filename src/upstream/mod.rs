@@ -372,7 +372,20 @@ impl Upstream {
             .remove(b'.')
             .remove(b'_')
             .remove(b'~');
-        let body = serde_json::to_vec(params).unwrap_or_else(|_| b"{}".to_vec());
+        // A backend may take the action from a body param `action` before the path
+        // (actionhero does): a sticky `action` left by an earlier call must not redirect
+        // this one, so the body names the action called.
+        let stray = params
+            .get("action")
+            .is_some_and(|a| a.as_str() != Some(name));
+        let body = if stray {
+            let mut named = params.clone();
+            named.insert("action".into(), Value::String(name.into()));
+            serde_json::to_vec(&named)
+        } else {
+            serde_json::to_vec(params)
+        }
+        .unwrap_or_else(|_| b"{}".to_vec());
         let mut out = Vec::with_capacity(256 + body.len());
         let _ = write!(
             out,

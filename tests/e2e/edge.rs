@@ -144,6 +144,25 @@ fn the_request_carries_the_params_and_the_callers_identity() {
 }
 
 #[test]
+fn the_body_names_the_action_called_not_a_sticky_one() {
+    // actionhero takes the action from a body param `action` before the URL's path, so a
+    // sticky `action` left by an earlier call must not redirect this one.
+    let backend = Backend::start(|_| answer(200, r#"{"ok":true}"#));
+    let edge = edge(&backend.url(), |c| {
+        c.upstream.actions = vec!["randomNumber".into()]
+    });
+    let mut c = edge.client();
+    assert_eq!(c.request("paramAdd action=createChatRoom")["status"], "OK");
+    assert_eq!(c.request("paramAdd name=x")["status"], "OK");
+    let r = c.request(r#"{"action":"randomNumber"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let seen = backend.next();
+    assert_eq!(seen.path, "/api/randomNumber");
+    let body: Value = serde_json::from_slice(&seen.body).expect("JSON body");
+    assert_eq!(body, json!({"action": "randomNumber", "name": "x"}));
+}
+
+#[test]
 fn a_thousand_concurrent_calls_of_a_slow_backend_are_all_answered() {
     let backend = backend_server();
     // Two workers: a thread per call would take 100 s; the loop holds none.
