@@ -151,6 +151,11 @@ struct ServeArgs {
     #[arg(long, value_name = "URL", env = "ACTIONWIRE_UPSTREAM")]
     upstream: Option<String>,
 
+    /// Join the cluster on this Redis (redis.*), sharing rooms, chat and the cache with
+    /// the other nodes: redis://[:password@]host[:port][/db].
+    #[arg(long, value_name = "URL", env = "ACTIONWIRE_REDIS")]
+    redis: Option<String>,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -273,6 +278,11 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     }
     if let Some(url) = cli.upstream {
         config.upstream.url = Some(url);
+    }
+    if let Some(url) = cli.redis
+        && let Err(e) = config.redis.set_url(&url)
+    {
+        return fail(&format!("--redis {url}: {e}"));
     }
     if let Some(port) = cli.tls_port {
         let t = &mut config.servers.socket_tls;

@@ -29,6 +29,7 @@ pub mod builtin;
 pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod cluster;
 pub mod connection;
 pub mod files;
 pub mod health;

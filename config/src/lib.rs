@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod authority;
+mod redis;
 mod upstream;
+pub use redis::Redis;
 pub use upstream::{Upstream, UpstreamUrl};
 
 /// A configuration problem: the key it concerns and why.
@@ -53,14 +56,28 @@ pub struct Config {
     pub workers: Workers,
     /// Forwarding actions to an HTTP backend (edge mode).
     pub upstream: Upstream,
+    /// The cluster's Redis.
+    pub redis: Redis,
 }
 
 /// `general.*`: behaviour shared by every transport.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct General {
-    /// Server id reported by the `status` action; empty = derived from the host name.
+    /// This node's id in the cluster (`serverId` on the bus, `host` of its room members)
+    /// and in `status`; empty = `<host name>:<socket port>`. Unique per process and stable
+    /// across its restarts.
     pub server_id: String,
+    /// The cluster's shared secret: bus messages with another token are ignored.
+    pub server_token: String,
+    /// The cluster's pub/sub channel.
+    pub channel: String,
+    /// Key prefix of cache entries in Redis.
+    pub cache_prefix: String,
+    /// Key prefix of cache locks in Redis.
+    pub lock_prefix: String,
+    /// Milliseconds to wait for the answer to a cluster call (`doResponse`).
+    pub rpc_timeout: u64,
     /// Text of the welcome line.
     pub welcome_message: String,
     /// Rooms that exist from the start (actionhero's object form: name → options).
@@ -97,6 +114,11 @@ impl Default for General {
         rooms.insert("otherRoom".into(), Value::Object(Map::new()));
         General {
             server_id: String::new(),
+            server_token: DEFAULT_SERVER_TOKEN.into(),
+            channel: "actionhero".into(),
+            cache_prefix: "actionhero:cache:".into(),
+            lock_prefix: "actionhero:lock:".into(),
+            rpc_timeout: 5000,
             welcome_message: "Hello! Welcome to the actionhero api".into(),
             starting_chat_rooms: rooms,
             auto_create_rooms: false,
@@ -377,6 +399,10 @@ pub struct Workers {
     pub count: usize,
 }
 
+/// `general.serverToken`'s default (actionhero's): the start line warns when a cluster
+/// node keeps it.
+pub const DEFAULT_SERVER_TOKEN: &str = "change-me";
+
 /// Upper bound for line limits: one line may never ask for more than this.
 const MAX_LINE_CAP: usize = 1 << 30;
 const MAX_WORKERS: usize = 1024;
@@ -529,6 +555,19 @@ impl Config {
         if self.workers.count > MAX_WORKERS {
             return err("workers.count", "must be at most 1024 (0 = one per core)");
         }
+        if g.channel.is_empty() {
+            return err("general.channel", "must not be empty");
+        }
+        if g.rpc_timeout == 0 {
+            return err("general.rpcTimeout", "must be at least 1 ms");
+        }
+        if g.cache_prefix.is_empty() || g.lock_prefix.is_empty() {
+            return err(
+                "general.cachePrefix",
+                "the cache and lock prefixes must not be empty",
+            );
+        }
+        self.redis.validate()?;
         self.upstream.validate()
     }
 

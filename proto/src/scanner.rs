@@ -93,6 +93,9 @@ pub enum Flow {
     Continue,
     /// Stop scanning this read (the connection is closing); the rest is discarded.
     Stop,
+    /// Stop scanning until [`Scanner::resume`]: the consumer cannot take the next line yet
+    /// (it waits for an answer that decides it). The rest of this read is held.
+    Pause,
 }
 
 /// Per-connection scanner state.
@@ -104,6 +107,9 @@ pub struct Scanner {
     /// `delimiter.len() - 1` trailing bytes, kept only to find a delimiter split across reads.
     pending: Vec<u8>,
     state: State,
+    /// After [`Flow::Pause`]: the bytes of the read not scanned yet (empty otherwise, and
+    /// holding no allocation).
+    held: Vec<u8>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +124,25 @@ enum State {
 impl Scanner {
     /// True when no partial line is pending (a break sequence would be recognised).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Line && self.pending.is_empty()
+        self.state == State::Line && self.pending.is_empty() && self.held.is_empty()
+    }
+
+    /// Bytes held after a [`Flow::Pause`], not scanned yet.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Scans what a [`Flow::Pause`] held back, as if it had just been read (without the
+    /// break-sequence check: those bytes were not a read of their own). May pause again.
+    pub fn resume<F>(&mut self, cfg: &ScanConfig, sink: F) -> Flow
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        let mut held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            return Flow::Continue;
+        }
+        self.scan(cfg, &mut held, sink)
     }
 
     /// Bytes currently buffered for a partial line.
@@ -132,9 +156,17 @@ impl Scanner {
     where
         F: FnMut(Event<'_>) -> Flow,
     {
+        debug_assert!(self.held.is_empty(), "fed while paused: resume first");
         if self.is_idle() && (data == BREAK_CTRL_C || data == BREAK_CTRL_D) {
             return sink(Event::Break);
         }
+        self.scan(cfg, data, sink)
+    }
+
+    fn scan<F>(&mut self, cfg: &ScanConfig, data: &mut [u8], mut sink: F) -> Flow
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
         for b in data.iter_mut() {
             if *b == b'\r' {
                 *b = b'\n';
@@ -159,8 +191,8 @@ impl Scanner {
                 State::Skipping => Flow::Continue,
             };
             self.reset();
-            if flow == Flow::Stop {
-                return Flow::Stop;
+            if flow != Flow::Continue {
+                return self.stop_at(flow, &data[pos..]);
             }
         }
 
@@ -183,8 +215,8 @@ impl Scanner {
             };
             self.reset();
             pos = end + d;
-            if flow == Flow::Stop {
-                return Flow::Stop;
+            if flow != Flow::Continue {
+                return self.stop_at(flow, &data[pos..]);
             }
         }
 
@@ -210,6 +242,14 @@ impl Scanner {
             "an empty scanner holds no allocation"
         );
         Flow::Continue
+    }
+
+    /// Scanning stops after a line: on a pause, what follows it is held for `resume`.
+    fn stop_at(&mut self, flow: Flow, rest: &[u8]) -> Flow {
+        if flow == Flow::Pause && !rest.is_empty() {
+            self.held = rest.to_vec();
+        }
+        flow
     }
 
     /// Back to collecting a fresh line, releasing the buffer.
@@ -467,6 +507,89 @@ mod tests {
         let (_, s) = scan_chunks(&c, &[b"partial", b" line\n"]);
         assert!(s.is_idle());
         assert_eq!(s.pending.capacity(), 0);
+    }
+
+    /// Feeds `data`, pausing after every line whose text is in `pause_on`; then resumes
+    /// until nothing is held. Returns every line seen, in order.
+    fn scan_pausing(
+        cfg: &ScanConfig,
+        s: &mut Scanner,
+        data: &[u8],
+        pause_on: &[&[u8]],
+    ) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let mut sink = |e: Event<'_>| match e {
+            Event::Line(l) => {
+                lines.push(l.to_vec());
+                if pause_on.contains(&l) {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                }
+            }
+            _ => Flow::Continue,
+        };
+        let mut buf = data.to_vec();
+        let mut flow = s.feed(cfg, &mut buf, &mut sink);
+        while flow == Flow::Pause && s.held() > 0 {
+            flow = s.resume(cfg, &mut sink);
+        }
+        lines
+    }
+
+    #[test]
+    fn a_pause_holds_the_rest_of_the_read_until_resumed() {
+        let c = cfg("\n", 100, 100);
+        let mut s = Scanner::default();
+        let mut seen = Vec::new();
+        let mut buf = b"a\nb\nc".to_vec();
+        let flow = s.feed(&c, &mut buf, |e| {
+            if let Event::Line(l) = e {
+                seen.push(l.to_vec());
+            }
+            Flow::Pause
+        });
+        assert_eq!((flow, seen.clone()), (Flow::Pause, vec![b"a".to_vec()]));
+        assert_eq!(s.held(), 3);
+        assert!(!s.is_idle(), "held bytes are not idle");
+        // Resumed: `b`, then a pause again; then `c` stays a partial line.
+        let flow = s.resume(&c, |e| {
+            if let Event::Line(l) = e {
+                seen.push(l.to_vec());
+            }
+            Flow::Pause
+        });
+        assert_eq!(flow, Flow::Pause);
+        assert_eq!(s.resume(&c, |_| Flow::Continue), Flow::Continue);
+        assert_eq!((s.held(), s.buffered()), (0, 1));
+        let mut end = b"\n".to_vec();
+        s.feed(&c, &mut end, |e| {
+            if let Event::Line(l) = e {
+                seen.push(l.to_vec());
+            }
+            Flow::Continue
+        });
+        assert_eq!(seen, [&b"a"[..], b"b", b"c"]);
+        assert!(s.is_idle() && s.held == Vec::<u8>::new() && s.held.capacity() == 0);
+    }
+
+    #[test]
+    fn pausing_anywhere_loses_and_reorders_nothing() {
+        for delim in ["\n", "\r\n", "||"] {
+            let c = cfg(delim, 100, 100);
+            let text: Vec<u8> = ["x", "pause", "y", "pause", "pause", "z"]
+                .iter()
+                .flat_map(|l| [l.as_bytes(), delim.as_bytes()].concat())
+                .collect();
+            // Every split into two reads, pausing on each "pause" line.
+            for cut in 0..=text.len() {
+                let mut s = Scanner::default();
+                let mut lines = scan_pausing(&c, &mut s, &text[..cut], &[b"pause"]);
+                lines.extend(scan_pausing(&c, &mut s, &text[cut..], &[b"pause"]));
+                let expect: Vec<&[u8]> = vec![b"x", b"pause", b"y", b"pause", b"pause", b"z"];
+                assert_eq!(lines, expect, "delimiter {delim:?}, cut at {cut}");
+            }
+        }
     }
 }
 

@@ -163,6 +163,7 @@ impl<H: Handler> Reactor<H> {
             self.reap_dead();
             self.core.stats.record_turn(self.core.now.elapsed());
             if self.core.shutting_down && self.core.endpoints.is_empty() {
+                self.handler.on_stopped(&mut self.core);
                 log::info!("all connections closed; event loop stopped");
                 return Ok(());
             }

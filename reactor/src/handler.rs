@@ -67,6 +67,10 @@ pub trait Handler: Sized {
     /// Shutdown began: listeners are closed; close endpoints as they finish. The loop ends
     /// when no endpoint is left (or the shutdown grace is over).
     fn on_shutdown(&mut self, core: &mut Core<Self>);
+    /// The loop is about to return from [`crate::Reactor::run`] after a shutdown: every
+    /// endpoint is closed (each one's `on_close` has run). The last word, e.g. a farewell
+    /// to other processes that outlives the connections.
+    fn on_stopped(&mut self, _core: &mut Core<Self>) {}
     /// A timer came due for an open endpoint. For `Idle` and `Handshake`, return true to
     /// have the endpoint closed (after whatever goodbye the handler queued), false to keep
     /// it (e.g. a response is still being computed); `KeepAlive`'s return is ignored.

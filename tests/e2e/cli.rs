@@ -28,6 +28,7 @@ fn help_explains_every_flag() {
         ("--tls-port", "ACTIONWIRE_TLS_PORT"),
         ("--web-port", "ACTIONWIRE_WEB_PORT"),
         ("--upstream", "ACTIONWIRE_UPSTREAM"),
+        ("--redis", "ACTIONWIRE_REDIS"),
         ("--log-level", "ACTIONWIRE_LOG_LEVEL"),
     ];
     for (flag, var) in flags {

@@ -275,8 +275,16 @@ fn shutdown_closes_every_endpoint_and_the_loop_returns() {
     let tx = h.tx.clone();
     // The client reads to the end and closes, as a well-behaved peer does.
     let reader = std::thread::spawn(move || read_to_end(&mut c));
-    h.stop().expect("the loop returns Ok");
+    let (result, last) = h.stop_collecting();
+    result.expect("the loop returns Ok");
     assert_eq!(reader.join().expect("reader"), b"shutting down\n");
+    // The handler's last word came after every endpoint had closed.
+    let closed = last.iter().position(|r| matches!(r, Report::Closed(..)));
+    let stopped = last.iter().position(|r| matches!(r, Report::Stopped(0)));
+    assert!(
+        matches!((closed, stopped), (Some(c), Some(s)) if c < s),
+        "{last:?}"
+    );
     // After the loop stops, events are refused, not queued forever.
     assert!(tx.try_send(Ev::Ping).is_err());
 }

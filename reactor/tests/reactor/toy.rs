@@ -85,6 +85,8 @@ pub enum Report {
     /// Bytes and files queued on an endpoint.
     Queued(usize, usize),
     Shutdown,
+    /// `on_stopped`, with the endpoints still open then (none).
+    Stopped(usize),
 }
 
 pub struct Session {
@@ -257,6 +259,10 @@ impl Handler for Toy {
             self.report(Report::Unsent(id, unsent));
         }
         self.report(Report::Closed(id, reason, s.max_queued, Instant::now()));
+    }
+
+    fn on_stopped(&mut self, core: &mut Core<Self>) {
+        self.report(Report::Stopped(core.len()));
     }
 
     fn on_shutdown(&mut self, core: &mut Core<Self>) {
@@ -560,15 +566,28 @@ impl Harness {
         self.join()
     }
 
+    /// Shuts the loop down, waits for it to stop, and returns every report not read yet.
+    pub fn stop_collecting(mut self) -> (io::Result<()>, Vec<Report>) {
+        self.shutdown.shutdown();
+        self.join_collecting()
+    }
+
     pub fn join(&mut self) -> io::Result<()> {
+        self.join_collecting().0
+    }
+
+    fn join_collecting(&mut self) -> (io::Result<()>, Vec<Report>) {
         let thread = self.thread.take().expect("running");
         let deadline = Instant::now() + GUARD;
+        let mut reports = Vec::new();
         while !thread.is_finished() {
             assert!(Instant::now() < deadline, "the loop did not stop");
-            // Drain reports meanwhile, so the loop never waits on a full channel.
-            let _ = self.reports.recv_timeout(Duration::from_millis(50));
+            // Drain reports meanwhile (kept for the caller).
+            reports.extend(self.reports.recv_timeout(Duration::from_millis(50)));
         }
-        thread.join().expect("loop thread")
+        let result = thread.join().expect("loop thread");
+        reports.extend(self.reports.try_iter());
+        (result, reports)
     }
 }
 
