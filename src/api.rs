@@ -17,7 +17,11 @@ use crate::session::AppEvent;
 #[derive(Debug)]
 pub struct Api {
     pub cache: Cache,
-    pub server_id: String,
+    /// This node's id (`general.serverId`, or `<host name>:<socket port>`), set once the
+    /// socket listener is bound.
+    pub(crate) server_id: std::sync::OnceLock<String>,
+    /// The cluster link's state and counters, when the cluster is on.
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Counters>>,
     pub(crate) started: Instant,
     /// Seconds since the Unix epoch at start (`process_start_time_seconds`).
     pub(crate) started_unix: f64,
@@ -42,6 +46,18 @@ pub struct Api {
 }
 
 impl Api {
+    /// This node's id: `general.serverId`, or `<host name>:<socket port>`.
+    pub fn server_id(&self) -> &str {
+        self.server_id.get().map_or("", String::as_str)
+    }
+
+    /// The cluster link: `None` without Redis, else whether both connections to Redis are
+    /// up.
+    pub fn cluster_link_up(&self) -> Option<bool> {
+        let counters = self.cluster.get()?;
+        Some(counters.link_up.load(Ordering::Relaxed))
+    }
+
     /// Milliseconds since the server started.
     pub fn uptime_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)

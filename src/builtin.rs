@@ -182,12 +182,15 @@ fn status() -> Action {
 
 fn fill_status(api: &crate::Api, r: &mut serde_json::Map<String, Value>) {
     {
-        r.insert("id".into(), json!(api.server_id));
+        r.insert("id".into(), json!(api.server_id()));
         r.insert("actionheroVersion".into(), json!(env!("CARGO_PKG_VERSION")));
         r.insert("name".into(), json!(env!("CARGO_PKG_NAME")));
         r.insert("description".into(), json!(env!("CARGO_PKG_DESCRIPTION")));
         r.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         r.insert("uptime".into(), json!(api.uptime_ms()));
+        if let Some(c) = api.cluster.get() {
+            r.insert("cluster".into(), crate::cluster::status(c));
+        }
         r.insert("consumedMemoryMB".into(), json!(consumed_memory_mb()));
         let (status, problems) = crate::health::node_status(api);
         r.insert("nodeStatus".into(), json!(status));

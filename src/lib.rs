@@ -190,15 +190,11 @@ impl ServerBuilder {
             linger: Duration::from_secs(5),
             ..ReactorConfig::default()
         };
-        let server_id = if g.server_id.is_empty() {
-            gethostname::gethostname().to_string_lossy().into_owned()
-        } else {
-            g.server_id.clone()
-        };
         let stats = Arc::new(ReactorStats::default());
         let api = Arc::new(Api {
             cache: Cache::new(g.cache_max_entries),
-            server_id,
+            server_id: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             started: Instant::now(),
             started_unix: process::unix_now(),
             health: health::Health::default(),
@@ -231,6 +227,7 @@ impl ServerBuilder {
                 max_body_bytes: cfg.servers.web.max_body_bytes,
             },
             upstream,
+            cluster: cluster::Settings::from_config(&cfg),
         };
         let summary = Summary {
             workers,
@@ -296,6 +293,20 @@ impl ServerBuilder {
             .map(|(_, a)| *a)
             .find(|a| !s.secure || *a != local_addr);
         let web_local_addr = local(ListenerKind::Web);
+        let server_id = if g.server_id.is_empty() {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            format!("{host}:{}", local_addr.port())
+        } else {
+            g.server_id.clone()
+        };
+        let _ = api.server_id.set(server_id);
+        if cfg.redis.enabled {
+            // The bus threads start on the loop, which they report to.
+            reactor
+                .core_mut()
+                .set_timer(Duration::ZERO, session::AppEvent::ClusterStart)
+                .map_err(|e| StartError::Io(std::io::Error::other(e.to_string())))?;
+        }
         Ok(Server {
             reactor,
             local_addr,

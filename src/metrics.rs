@@ -85,6 +85,8 @@ pub(crate) struct Gauges {
     pub hook_panics: [u64; HookKind::ALL.len()],
     /// Edge mode's pool, when an upstream is configured.
     pub upstream: Option<UpstreamGauges>,
+    /// The cluster link's counters, when Redis is on.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Counters>>,
 }
 
 /// Edge mode's counters and the pool as it is now.
@@ -374,6 +376,9 @@ impl Metrics {
         if let Some(u) = &g.upstream {
             upstream_families(&mut o, u);
         }
+        if let Some(c) = &g.cluster {
+            cluster_families(&mut o, c);
+        }
         process_families(&mut o, g);
         o
     }
@@ -435,6 +440,56 @@ fn upstream_families(o: &mut String, u: &UpstreamGauges) {
         "actionwire_upstream_queued",
         "Calls waiting for a backend connection.",
         u.queued as u64,
+    );
+}
+
+/// `actionwire_cluster_*`: the Redis link and the bus.
+fn cluster_families(o: &mut String, c: &crate::cluster::Counters) {
+    use crate::cluster::wire::Drop;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    gauge(
+        o,
+        "actionwire_cluster_link_up",
+        "1 while both connections to the cluster's Redis are up.",
+        u64::from(c.link_up.load(Ordering::Relaxed)),
+    );
+    counter(
+        o,
+        "actionwire_cluster_published_total",
+        "Messages published on the cluster's channel.",
+        load(&c.published),
+    );
+    counter(
+        o,
+        "actionwire_cluster_publish_failed_total",
+        "Messages not published: the link was down or the queue to Redis was full.",
+        load(&c.publish_failed),
+    );
+    counter(
+        o,
+        "actionwire_cluster_received_total",
+        "Messages received on the cluster's channel (this node's own included).",
+        load(&c.received),
+    );
+    head(
+        o,
+        "actionwire_cluster_dropped_total",
+        "counter",
+        "Received messages dropped, by reason.",
+    );
+    for d in Drop::ALL {
+        let _ = writeln!(
+            o,
+            "actionwire_cluster_dropped_total{{reason=\"{}\"}} {}",
+            d.label(),
+            c.dropped(d)
+        );
+    }
+    counter(
+        o,
+        "actionwire_cluster_reconnects_total",
+        "Attempts to reconnect to Redis after the link failed.",
+        load(&c.reconnects),
     );
 }
 

@@ -104,6 +104,48 @@ impl Rooms {
         Ok(())
     }
 
+    /// Makes a room known here that exists elsewhere in the cluster (removed again when
+    /// its last member here leaves). False when `maxRooms` is reached.
+    pub fn learn(&mut self, name: &str) -> bool {
+        if self.rooms.contains_key(name) {
+            return true;
+        }
+        if name.is_empty() || self.rooms.len() >= self.max_rooms {
+            return false;
+        }
+        self.rooms.insert(
+            Arc::from(name),
+            Room {
+                members: HashMap::new(),
+                ephemeral: true,
+            },
+        );
+        self.version += 1;
+        true
+    }
+
+    /// Rooms that stay when empty (configured or added by server code), by name.
+    pub fn lasting_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.rooms
+            .iter()
+            .filter(|(_, r)| !r.ephemeral)
+            .map(|(k, _)| k.to_string())
+    }
+
+    /// Every membership: room, member id, joined at (ms).
+    pub fn all_members(&self) -> impl Iterator<Item = (Arc<str>, Uuid, u64)> + '_ {
+        self.rooms.iter().flat_map(|(name, r)| {
+            r.members
+                .values()
+                .map(move |m| (Arc::clone(name), m.uuid, m.joined_at))
+        })
+    }
+
+    /// The id a member joined with (for write-through to the cluster).
+    pub fn member_uuid(&self, name: &str, id: ConnId) -> Option<Uuid> {
+        self.rooms.get(name)?.members.get(&id).map(|m| m.uuid)
+    }
+
     /// Deletes a room; its members, or `None` when there was no such room.
     pub fn destroy(&mut self, name: &str) -> Option<Vec<ConnId>> {
         let room = self.rooms.remove(name)?;

@@ -22,6 +22,7 @@ use crate::rooms::Rooms;
 use crate::upstream::{Backend, Upstream};
 
 mod chat;
+mod cluster;
 mod edge;
 mod http;
 mod socket;
@@ -125,6 +126,10 @@ pub(crate) enum AppEvent {
     UpstreamTimeout(usize),
     /// Ask the backend for its `showDocumentation` (once, at start).
     FetchUpstreamDocumentation,
+    /// Start the cluster link (once, at start, with Redis on).
+    ClusterStart,
+    /// From the cluster link's threads.
+    Bus(crate::cluster::BusEvent),
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -139,6 +144,8 @@ pub(crate) struct Settings {
     pub web: WebSettings,
     /// Edge mode's backend (taken by the upstream pool at start).
     pub upstream: Option<crate::upstream::Settings>,
+    /// The cluster's Redis bus, when on.
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 /// The application's [`Handler`].
@@ -167,6 +174,10 @@ struct State {
     upstream: Option<Upstream>,
     /// The `documentation` verb's object, encoded (local actions, then forwarded ones).
     documentation_json: String,
+    /// The cluster link, when Redis is on.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Verbs waiting for Redis, by ticket (see session/cluster.rs).
+    waits: std::collections::HashMap<u64, cluster::Wait>,
 }
 
 type AppCore = Core<App>;
@@ -183,6 +194,7 @@ impl App {
     ) -> App {
         let mut settings = settings;
         let upstream = settings.upstream.take();
+        let cluster = settings.cluster.take().map(crate::cluster::Cluster::new);
         let mut welcome = Vec::new();
         encode::welcome(&mut welcome, &settings.welcome);
         let mut state = State {
@@ -199,6 +211,8 @@ impl App {
             rooms_seen: u64::MAX,
             upstream: upstream.map(Upstream::new),
             documentation_json: registry.documentation_json().to_owned(),
+            cluster,
+            waits: std::collections::HashMap::new(),
         };
         state.rooms_changed();
         App { scan, state }
@@ -306,6 +320,7 @@ impl Handler for App {
             let info = s.info();
             for room in info.rooms() {
                 let _ = state.hooks.room(crate::hooks::HookKind::Leave, &info, room);
+                state.member_left(core, room, info.id, None);
                 state.rooms.leave(room, id);
             }
             state.rooms_changed();
@@ -334,6 +349,13 @@ impl Handler for App {
                 // Closed by the upstream pool as its calls finish.
                 Session::Upstream(_) => {}
             }
+        }
+    }
+
+    fn on_stopped(&mut self, _core: &mut Core<Self>) {
+        // Every connection is closed (its memberships removed): the farewell goes last.
+        if let Some(cluster) = &mut self.state.cluster {
+            cluster.stop();
         }
     }
 
@@ -396,6 +418,8 @@ impl Handler for App {
             }
             AppEvent::Command(command) => self.state.command(core, command),
             AppEvent::FetchUpstreamDocumentation => self.state.fetch_upstream_documentation(core),
+            AppEvent::ClusterStart => self.state.cluster_start(core),
+            AppEvent::Bus(event) => self.state.on_bus(&self.scan, core, event),
             AppEvent::UpstreamTimeout(key) => {
                 self.state
                     .with_upstream(core, |up, core| up.timed_out(core, key));

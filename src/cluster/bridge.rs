@@ -34,16 +34,19 @@ const STOP_POLL: Duration = Duration::from_millis(500);
 pub(crate) enum Op {
     /// `PUBLISH <channel> <message>`.
     Publish(String),
-    /// `HSET <members:room> <id> <entry>`.
+    /// `HSET <members:room> <id> <entry>`; with a ticket, [`Answer::Written`] once done
+    /// (a verb's reply waits for it).
     Join {
         room: Arc<str>,
         id: String,
         entry: String,
+        ticket: Option<u64>,
     },
-    /// `HDEL <members:room> <id>`.
+    /// `HDEL <members:room> <id>` (the ticket as for `Join`).
     Leave {
         room: Arc<str>,
         id: String,
+        ticket: Option<u64>,
     },
     /// `SADD <rooms> <name>...`: rooms that exist.
     AddRooms(Vec<String>),
@@ -78,6 +81,8 @@ pub(crate) enum Answer {
     RoomExists(bool),
     /// Connection id → member entry (JSON text), as stored.
     Members(Vec<(String, String)>),
+    /// A membership write reached Redis.
+    Written,
     /// The link is down: answer from local state.
     Unavailable,
 }
@@ -97,7 +102,7 @@ pub(crate) enum BusEvent {
         up: bool,
         detail: String,
     },
-    Received(Incoming),
+    Received(Box<Incoming>),
     Answer {
         ticket: u64,
         answer: Answer,
@@ -107,6 +112,8 @@ pub(crate) enum BusEvent {
 /// Counters shared by the threads and the loop (`/metrics`, `status`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Both connections are up (set by the loop, which sees both).
+    pub link_up: AtomicBool,
     pub published: AtomicU64,
     /// Publications lost: the link was down or the queue to Redis was full.
     pub publish_failed: AtomicU64,
@@ -237,7 +244,15 @@ fn while_down(op: Op, counters: &Counters, post: &impl Fn(BusEvent) -> bool) {
         Op::Publish(_) => {
             counters.publish_failed.fetch_add(1, Ordering::Relaxed);
         }
-        Op::Query { ticket, .. } => {
+        Op::Query { ticket, .. }
+        | Op::Join {
+            ticket: Some(ticket),
+            ..
+        }
+        | Op::Leave {
+            ticket: Some(ticket),
+            ..
+        } => {
             post(BusEvent::Answer {
                 ticket,
                 answer: Answer::Unavailable,
@@ -271,8 +286,19 @@ fn run(
                 }
             };
         }
-        Op::Join { room, id, entry } => con.hset::<_, _, _, ()>(t.members_key(&room), id, entry)?,
-        Op::Leave { room, id } => con.hdel::<_, _, ()>(t.members_key(&room), id)?,
+        Op::Join {
+            room,
+            id,
+            entry,
+            ticket,
+        } => {
+            let r = con.hset::<_, _, _, ()>(t.members_key(&room), id, entry);
+            written(r, ticket, post)?;
+        }
+        Op::Leave { room, id, ticket } => {
+            let r = con.hdel::<_, _, ()>(t.members_key(&room), id);
+            written(r, ticket, post)?;
+        }
         Op::AddRooms(rooms) if rooms.is_empty() => {}
         Op::AddRooms(rooms) => con.sadd::<_, _, ()>(&t.rooms_key, rooms)?,
         Op::DestroyRoom(room) => {
@@ -284,16 +310,43 @@ fn run(
         Op::Resync { live } => resync(con, t, live)?,
         Op::Query { ticket, query } => {
             let answer = match query {
-                Query::RoomExists(room) => Answer::RoomExists(con.sismember(&t.rooms_key, room)?),
-                Query::Members(room) => Answer::Members(con.hgetall(t.members_key(&room))?),
+                Query::RoomExists(room) => {
+                    con.sismember(&t.rooms_key, room).map(Answer::RoomExists)
+                }
+                Query::Members(room) => con.hgetall(t.members_key(&room)).map(Answer::Members),
             };
-            post(BusEvent::Answer { ticket, answer });
+            // A verb waits for this: it is answered even when Redis failed.
+            let failed = answer.as_ref().err().map(ToString::to_string);
+            post(BusEvent::Answer {
+                ticket,
+                answer: answer.unwrap_or(Answer::Unavailable),
+            });
+            if let Some(e) = failed {
+                return Err(redis::RedisError::from(std::io::Error::other(e)));
+            }
         }
         Op::Stop { farewell } => {
             let _: i64 = con.publish(&t.channel, farewell)?;
         }
     }
     Ok(())
+}
+
+/// A membership write's outcome, told to the verb that waits for it (if any).
+fn written(
+    r: RedisResult<()>,
+    ticket: Option<u64>,
+    post: &impl Fn(BusEvent) -> bool,
+) -> RedisResult<()> {
+    if let Some(ticket) = ticket {
+        let answer = if r.is_ok() {
+            Answer::Written
+        } else {
+            Answer::Unavailable
+        };
+        post(BusEvent::Answer { ticket, answer });
+    }
+    r
 }
 
 /// Removes this node's members that are not live (left behind by a crash, or while the
@@ -322,11 +375,13 @@ fn resync(
             con.hdel::<_, _, ()>(t.members_key(room), gone)?;
         }
     }
-    let mut pipe = redis::pipe();
-    for (room, id, entry) in &live {
-        pipe.hset(t.members_key(room), id, entry).ignore();
+    if !live.is_empty() {
+        let mut pipe = redis::pipe();
+        for (room, id, entry) in &live {
+            pipe.hset(t.members_key(room), id, entry).ignore();
+        }
+        pipe.query::<()>(con)?;
     }
-    pipe.query::<()>(con)?;
     if stale > 0 {
         log::info!(
             "cluster: removed {stale} members this node ({}) had left in Redis",
@@ -391,7 +446,7 @@ fn listen<F: Fn(BusEvent) -> bool>(
         counters.received.fetch_add(1, Ordering::Relaxed);
         match wire::parse(msg.get_payload_bytes(), &t.token) {
             Ok(incoming) => {
-                if !post(BusEvent::Received(incoming)) {
+                if !post(BusEvent::Received(Box::new(incoming))) {
                     return Ok(());
                 }
             }

@@ -13,7 +13,6 @@ pub(crate) mod wire;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::Duration;
 
 pub(crate) use bridge::{Answer, BusEvent, Counters, Op, Part, Query};
 use wire::Identity;
@@ -28,7 +27,6 @@ pub(crate) struct Settings {
     pub redis: actionwire_config::Redis,
     pub token: String,
     pub channel: String,
-    pub rpc_timeout: Duration,
     /// `general.serverId` as configured (empty: `<host name>:<socket port>`).
     pub server_id: String,
     /// `startingChatRooms`: added to the cluster's set of rooms at start.
@@ -43,7 +41,6 @@ impl Settings {
             redis: cfg.redis.clone(),
             token: g.server_token.clone(),
             channel: g.channel.clone(),
-            rpc_timeout: Duration::from_millis(g.rpc_timeout),
             server_id: g.server_id.clone(),
             starting_rooms: g.starting_chat_rooms.keys().cloned().collect(),
         })
@@ -170,14 +167,19 @@ impl Cluster {
         }
     }
 
+    /// A ticket for an op whose completion a verb waits for.
+    pub(crate) fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
     /// Asks Redis; the ticket its [`BusEvent::Answer`] will carry, or `None` when the link
     /// is down or busy (answer from local state now).
     pub(crate) fn ask(&mut self, query: Query) -> Option<u64> {
         if !self.is_up() {
             return None;
         }
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
+        let ticket = self.ticket();
         self.send(Op::Query { ticket, query }).then_some(ticket)
     }
 
@@ -202,4 +204,21 @@ impl Cluster {
         self.stop.store(true, Ordering::Relaxed);
         self.ops = None;
     }
+}
+
+/// The `cluster` object of the `status` action: the link and the bus counters.
+pub(crate) fn status(c: &Counters) -> serde_json::Value {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let dropped: serde_json::Map<String, serde_json::Value> = wire::Drop::ALL
+        .iter()
+        .map(|d| (d.label().to_owned(), c.dropped(*d).into()))
+        .collect();
+    serde_json::json!({
+        "link": if c.link_up.load(Ordering::Relaxed) { "up" } else { "down" },
+        "published": load(&c.published),
+        "publishFailed": load(&c.publish_failed),
+        "received": load(&c.received),
+        "dropped": dropped,
+        "reconnects": load(&c.reconnects),
+    })
 }

@@ -13,13 +13,16 @@ use actionwire_proto::request;
 use actionwire_reactor::ConnId;
 use serde_json::Value;
 
+use super::cluster::{Ack, Wait};
 use super::socket::{socket, socket_mut};
 use super::{AppCore, State};
 use crate::actions::Effects;
+use crate::cluster::Query;
 use crate::connection::ConnectionInfo;
 use crate::hooks::{ChatMessage, HookKind, ServerCommand};
 use crate::rooms::{AddError, JoinError};
 use crate::time::now_ms;
+use actionwire_proto::scanner::Flow;
 
 /// What a destroyed room's members are told (actionhero's text).
 const ROOM_DELETED: &str = "this room has been deleted";
@@ -39,7 +42,10 @@ impl State {
         }
     }
 
-    /// `roomAdd` (`change`: `roomChange`, which first leaves every other room).
+    /// `roomAdd` (`change`: `roomChange`, which first leaves every other room). In a
+    /// cluster, a room unknown here is looked up in Redis first (`asked`: it was): the
+    /// connection's input pauses until the answer ([`Flow::Pause`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn room_join(
         &mut self,
         core: &mut AppCore,
@@ -48,6 +54,26 @@ impl State {
         change: bool,
         count: u64,
         mid: &str,
+        asked: bool,
+    ) -> Flow {
+        self.room_join_now(core, id, room, change, count, mid, asked);
+        if self.waits_on(id) {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn room_join_now(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        room: &str,
+        change: bool,
+        count: u64,
+        mid: &str,
+        asked: bool,
     ) {
         let Some(s) = socket(core, id) else {
             return;
@@ -55,6 +81,18 @@ impl State {
         let (uuid, info) = (s.uuid(), s.info());
         let in_rooms = s.rooms().len();
         if !self.rooms.can_join(room) {
+            if !asked && !room.is_empty() {
+                let wait = Wait::Join {
+                    conn: id,
+                    room: room.to_owned(),
+                    change,
+                    count,
+                    mid: mid.to_owned(),
+                };
+                if self.ask_cluster(core, Query::RoomExists(room.to_owned()), wait) {
+                    return;
+                }
+            }
             return self.error(core, id, "room does not exist", count, mid);
         }
         if !change && in_rooms >= self.settings.max_rooms && !self.rooms.is_member(room, id) {
@@ -83,13 +121,25 @@ impl State {
         }
         // A live snapshot would make the session copy its state on the change below.
         drop(info);
-        match self.rooms.join(room, id, uuid, now_ms()) {
+        let (known, joined_at) = (self.rooms.contains(room), now_ms());
+        match self.rooms.join(room, id, uuid, joined_at) {
             Ok(name) => {
+                if !known {
+                    self.room_created(&name);
+                }
+                let ack = Ack {
+                    conn: id,
+                    count,
+                    mid,
+                };
+                let waits = self.member_joined(core, &name, uuid, joined_at, Some(ack));
                 if let Some(s) = socket_mut(core, id) {
                     s.state_mut().rooms.push(name);
                 }
                 self.rooms_changed();
-                self.ok(core, id, &true, count, mid);
+                if !waits {
+                    self.ok(core, id, &true, count, mid);
+                }
             }
             Err(JoinError::AlreadyMember) => {
                 let text = format!("connection already in this room ({room})");
@@ -103,7 +153,7 @@ impl State {
         }
     }
 
-    /// `roomLeave`.
+    /// `roomLeave` (in a cluster, the OK waits for Redis to drop the member).
     pub(super) fn room_leave(
         &mut self,
         core: &mut AppCore,
@@ -111,24 +161,45 @@ impl State {
         room: &str,
         count: u64,
         mid: &str,
-    ) {
+    ) -> Flow {
         let Some(info) = socket(core, id).map(|s| s.info()) else {
-            return;
+            return Flow::Continue;
         };
         if !self.rooms.is_member(room, id) {
             let text = format!("connection not in this room ({room})");
-            return self.error(core, id, &text, count, mid);
+            self.error(core, id, &text, count, mid);
+            return Flow::Continue;
         }
         if let Err(text) = self.hooks.room(HookKind::Leave, &info, room) {
-            return self.error(core, id, &text, count, mid);
+            self.error(core, id, &text, count, mid);
+            return Flow::Continue;
         }
         drop(info);
-        self.remove_member(core, id, room);
+        let ack = Ack {
+            conn: id,
+            count,
+            mid,
+        };
+        if self.remove_member(core, id, room, Some(ack)) {
+            return Flow::Pause;
+        }
         self.ok(core, id, &true, count, mid);
+        Flow::Continue
     }
 
-    /// Takes `id` out of `room` (index and the connection's own list).
-    fn remove_member(&mut self, core: &mut AppCore, id: ConnId, room: &str) {
+    /// Takes `id` out of `room` (index, the connection's own list, the cluster); true when
+    /// `ack`'s reply waits for Redis.
+    pub(super) fn remove_member(
+        &mut self,
+        core: &mut AppCore,
+        id: ConnId,
+        room: &str,
+        ack: Option<Ack<'_>>,
+    ) -> bool {
+        let mut waits = false;
+        if let Some(uuid) = self.rooms.member_uuid(room, id) {
+            waits = self.member_left(core, room, uuid, ack);
+        }
         self.rooms.leave(room, id);
         if let Some(s) = socket_mut(core, id)
             && s.rooms().iter().any(|r| &**r == room)
@@ -136,6 +207,7 @@ impl State {
             s.state_mut().rooms.retain(|r| &**r != room);
         }
         self.rooms_changed();
+        waits
     }
 
     /// Leaves every room (quit, close, `roomChange`). With `notify`, `leave` middleware
@@ -154,14 +226,35 @@ impl State {
                 let _ = self.hooks.room(HookKind::Leave, &info, room);
             }
         }
+        let uuid = s.uuid();
         let rooms = std::mem::take(&mut s.state_mut().rooms);
         for room in &rooms {
+            self.member_left(core, room, uuid, None);
             self.rooms.leave(room, id);
         }
         self.rooms_changed();
     }
 
-    /// `roomView`.
+    /// Puts `id` in `room` for a cluster call (`api.chatRoom.addMember`): no middleware,
+    /// as for server code. False when it cannot join.
+    pub(super) fn add_member(&mut self, core: &mut AppCore, id: ConnId, room: &str) -> bool {
+        let Some(uuid) = socket(core, id).map(|s| s.uuid()) else {
+            return false;
+        };
+        let joined_at = now_ms();
+        let Ok(name) = self.rooms.join(room, id, uuid, joined_at) else {
+            return false;
+        };
+        self.member_joined(core, &name, uuid, joined_at, None);
+        if let Some(s) = socket_mut(core, id) {
+            s.state_mut().rooms.push(name);
+        }
+        self.rooms_changed();
+        true
+    }
+
+    /// `roomView`: in a cluster, every node's members, from Redis (the connection's input
+    /// pauses until the answer).
     pub(super) fn room_view(
         &mut self,
         core: &mut AppCore,
@@ -169,16 +262,28 @@ impl State {
         room: &str,
         count: u64,
         mid: &str,
-    ) {
+    ) -> Flow {
         let room: Arc<str> = if room.is_empty() {
             match socket(core, id).map(|s| s.rooms()) {
                 Some([only]) => Arc::clone(only),
-                _ => return self.error(core, id, "a room is required", count, mid),
+                _ => {
+                    self.error(core, id, "a room is required", count, mid);
+                    return Flow::Continue;
+                }
             }
         } else {
             Arc::from(room)
         };
         if self.rooms.is_member(&room, id) {
+            let wait = Wait::View {
+                conn: id,
+                room: Arc::clone(&room),
+                count,
+                mid: mid.to_owned(),
+            };
+            if self.ask_cluster(core, Query::Members(room.to_string()), wait) {
+                return Flow::Pause;
+            }
             let view = self.rooms.view(&room);
             self.ok(core, id, &view, count, mid);
         } else {
@@ -190,6 +295,7 @@ impl State {
                 mid,
             );
         }
+        Flow::Continue
     }
 
     /// `say room message`: the sender's OK, then the message to every member (the
@@ -223,11 +329,12 @@ impl State {
         }
         self.ok(core, id, &Value::Null, count, mid);
         self.deliver(core, &msg);
+        self.publish_chat(&msg);
     }
 
-    /// A chat line to every member of `msg.room`: encoded once, or per member when `say`
-    /// middleware looks at each recipient.
-    fn deliver(&mut self, core: &mut AppCore, msg: &ChatMessage) {
+    /// A chat line to every member of `msg.room` here: encoded once, or per member when
+    /// `say` middleware looks at each recipient.
+    pub(super) fn deliver(&mut self, core: &mut AppCore, msg: &ChatMessage) {
         self.metrics.chat_messages += 1;
         let encode = |m: &ChatMessage| {
             let mut line = Vec::with_capacity(128);
@@ -283,7 +390,10 @@ impl State {
                     sent_at: now_ms(),
                 };
                 match self.hooks.on_say_receive(None, &mut msg) {
-                    Ok(()) => self.deliver(core, &msg),
+                    Ok(()) => {
+                        self.deliver(core, &msg);
+                        self.publish_chat(&msg);
+                    }
                     Err(text) => log::debug!("broadcast to {} dropped: {text}", msg.room),
                 }
             }
@@ -297,7 +407,10 @@ impl State {
                 None => log::debug!("message for {to} dropped: no such connection here"),
             },
             ServerCommand::AddRoom(room) => match self.rooms.add(&room) {
-                Ok(()) => self.rooms_changed(),
+                Ok(()) => {
+                    self.rooms_changed();
+                    self.room_created(&room);
+                }
                 Err(AddError::Exists) => log::debug!("room {room} exists already"),
                 Err(e) => log::warn!("cannot create room {room:?}: {e:?}"),
             },
@@ -319,6 +432,8 @@ impl State {
             sent_at: now_ms(),
         };
         self.deliver(core, &msg);
+        self.publish_chat(&msg);
+        self.room_destroyed(room);
         let members = self.rooms.destroy(room).unwrap_or_default();
         for member in members {
             let Some(s) = socket_mut(core, member) else {

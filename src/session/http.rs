@@ -255,6 +255,10 @@ impl State {
                     slow_hooks: self.hooks.stats.slow,
                     hook_panics: self.hooks.stats.panics,
                     upstream: self.upstream.as_ref().map(|u| u.gauges()),
+                    cluster: self
+                        .cluster
+                        .as_ref()
+                        .map(|c| std::sync::Arc::clone(&c.counters)),
                 };
                 let text = self.metrics.render(core.stats(), &gauges);
                 Answer {

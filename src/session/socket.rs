@@ -58,9 +58,30 @@ impl State {
         // The scanner is taken out for the duration so lines can borrow from it while the
         // handler works on the rest of the loop state.
         let mut scanner = std::mem::take(&mut session.scanner);
-        scanner.feed(scan, data, |event| self.on_scan(core, id, event));
+        let flow = scanner.feed(scan, data, |event| self.on_scan(core, id, event));
         if let Some(session) = socket_mut(core, id) {
             session.scanner = scanner;
+        }
+        if flow == Flow::Pause {
+            // A verb waits for the cluster: the rest waits for its answer (cluster.rs).
+            core.pause_reading(id);
+        }
+    }
+}
+
+impl State {
+    /// The lines a paused connection had sent after the verb that waited.
+    pub(super) fn resume_lines(&mut self, scan: &ScanConfig, core: &mut AppCore, id: ConnId) {
+        let Some(session) = socket_mut(core, id) else {
+            return;
+        };
+        let mut scanner = std::mem::take(&mut session.scanner);
+        let flow = scanner.resume(scan, |event| self.on_scan(core, id, event));
+        if let Some(session) = socket_mut(core, id) {
+            session.scanner = scanner;
+        }
+        if flow == Flow::Continue {
+            core.resume_reading(id);
         }
     }
 }
@@ -191,7 +212,7 @@ impl SocketSession {
 }
 
 impl State {
-    fn on_scan(&mut self, core: &mut AppCore, id: ConnId, event: Event<'_>) -> Flow {
+    pub(super) fn on_scan(&mut self, core: &mut AppCore, id: ConnId, event: Event<'_>) -> Flow {
         match event {
             Event::Break => {
                 self.bye_and_close(core, id, None, CloseReason::Quit);
@@ -349,10 +370,10 @@ impl State {
                 }
                 self.ok(core, id, &Value::Null, count, mid);
             }
-            Verb::RoomAdd => self.room_join(core, id, word, false, count, mid),
-            Verb::RoomChange => self.room_join(core, id, word, true, count, mid),
-            Verb::RoomLeave => self.room_leave(core, id, word, count, mid),
-            Verb::RoomView => self.room_view(core, id, word, count, mid),
+            Verb::RoomAdd => return self.room_join(core, id, word, false, count, mid, false),
+            Verb::RoomChange => return self.room_join(core, id, word, true, count, mid, false),
+            Verb::RoomLeave => return self.room_leave(core, id, word, count, mid),
+            Verb::RoomView => return self.room_view(core, id, word, count, mid),
             Verb::Say => self.say(core, id, args, count, mid),
             Verb::DetailsView => {
                 let details = socket(core, id).map(details);

@@ -9,6 +9,7 @@ mod actions;
 mod backend;
 mod bench;
 mod cli;
+mod cluster;
 mod differential;
 mod edge;
 mod framing;
