@@ -304,6 +304,14 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     for key in config.inactive_keys() {
         log::warn!("{key} is set but has no effect");
     }
+    if config.redis.enabled
+        && config.general.server_token == actionwire_config::DEFAULT_SERVER_TOKEN
+    {
+        log::warn!(
+            "general.serverToken is the default ({}): anyone who can publish on this Redis can speak for the cluster; set a secret shared by every node",
+            actionwire_config::DEFAULT_SERVER_TOKEN
+        );
+    }
 
     let server = match builder.build() {
         Ok(s) => s,
