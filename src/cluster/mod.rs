@@ -21,6 +21,9 @@ use wire::Identity;
 /// counted and questions answered locally.
 const MAX_QUEUED_OPS: usize = 65_536;
 
+/// At stop, how long the farewell may take to reach Redis.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The cluster's settings, fixed at start (`redis.*` and the bus keys of `general.*`).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -56,6 +59,8 @@ pub(crate) struct Cluster {
     pub settings: Settings,
     pub identity: Identity,
     ops: Option<SyncSender<Op>>,
+    /// The command thread (joined at stop, so the farewell is published before exit).
+    commands: Option<std::thread::JoinHandle<()>>,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     /// Commands, subscriber.
@@ -74,6 +79,7 @@ impl Cluster {
             },
             settings,
             ops: None,
+            commands: None,
             counters: Arc::default(),
             stop: Arc::default(),
             parts: [false; 2],
@@ -110,9 +116,10 @@ impl Cluster {
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(MAX_QUEUED_OPS);
         let (t, counters, p) = (target.clone(), Arc::clone(&self.counters), post.clone());
-        std::thread::Builder::new()
+        let commands = std::thread::Builder::new()
             .name("actionwire-redis".into())
             .spawn(move || bridge::commands(t, rx, counters, p))?;
+        self.commands = Some(commands);
         let (counters, stop) = (Arc::clone(&self.counters), Arc::clone(&self.stop));
         std::thread::Builder::new()
             .name("actionwire-redis-sub".into())
@@ -203,6 +210,13 @@ impl Cluster {
         self.send(Op::Stop { farewell });
         self.stop.store(true, Ordering::Relaxed);
         self.ops = None;
+        // The loop has stopped: waiting here delays nobody. Bounded, in case Redis hangs.
+        if let Some(t) = self.commands.take() {
+            let deadline = std::time::Instant::now() + STOP_WAIT;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
 }
 

@@ -348,3 +348,44 @@ fn without_redis_a_node_serves_locally_and_joins_when_redis_comes() {
     assert_eq!(on_b.request("say defaultRoom cross")["status"], "OK");
     assert_eq!(on_a.json()["message"], "cross");
 }
+
+#[test]
+fn a_node_announces_joining_and_leaving_after_its_members_are_gone() {
+    let redis = Redis::start();
+    let mut sub = redis.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("actionhero").expect("subscribe");
+    pubsub.set_read_timeout(Some(GUARD)).expect("timeout");
+    let mut next_log = || loop {
+        let msg = pubsub.get_message().expect("bus message");
+        let v: Value = serde_json::from_slice(msg.get_payload_bytes()).expect("json");
+        if v["method"] == "api.log" {
+            break v;
+        }
+    };
+    let a = node(&redis, "nodeA");
+    let hello = next_log();
+    assert_eq!(
+        hello["args"],
+        json!(["actionhero member nodeA has joined the cluster"])
+    );
+    assert_eq!(
+        (hello["serverId"].clone(), hello["serverToken"].clone()),
+        (json!("nodeA"), json!("change-me"))
+    );
+    let mut member = joined(&a, "defaultRoom");
+    // The member reads its Bye and the close, as a client does.
+    let reader = std::thread::spawn(move || {
+        assert_eq!(member.json()["status"], "Bye!");
+        member.expect_closed();
+    });
+    a.stop();
+    reader.join().expect("member saw the shutdown");
+    let bye = next_log();
+    assert_eq!(
+        bye["args"],
+        json!(["actionhero member nodeA has left the cluster"])
+    );
+    let n: usize = redis.cmd(redis::cmd("HLEN").arg("actionhero:chatRoom:members:defaultRoom"));
+    assert_eq!(n, 0, "the member was removed before the farewell");
+}
