@@ -32,8 +32,6 @@ pub(crate) struct Settings {
     pub channel: String,
     /// `general.serverId` as configured (empty: `<host name>:<socket port>`).
     pub server_id: String,
-    /// `startingChatRooms`: added to the cluster's set of rooms at start.
-    pub starting_rooms: Vec<String>,
 }
 
 impl Settings {
@@ -45,7 +43,6 @@ impl Settings {
             token: g.server_token.clone(),
             channel: g.channel.clone(),
             server_id: g.server_id.clone(),
-            starting_rooms: g.starting_chat_rooms.keys().cloned().collect(),
         })
     }
 }

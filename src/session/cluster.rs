@@ -114,9 +114,8 @@ impl State {
         );
         // Rooms this node knows exist cluster-wide; its live members replace whatever it
         // left in Redis before (a crash, or while the link was down).
-        let mut rooms = cluster.settings.starting_rooms.clone();
-        rooms.extend(self.rooms.lasting_names());
-        cluster.send(Op::AddRooms(rooms));
+        // The configured rooms are among the lasting ones (unless server code destroyed one).
+        cluster.send(Op::AddRooms(self.rooms.lasting_names().collect()));
         let host = cluster.identity.server_id.clone();
         let live = self
             .rooms
@@ -334,12 +333,13 @@ impl State {
 
     /// A cluster call (`do`): acted on and answered when it is for this node.
     fn bus_call(&mut self, core: &mut AppCore, call: Call) {
-        let local = |s: &State, id: Option<&Value>| {
-            let uuid = Uuid::parse_str(id?.as_str()?).ok()?;
+        let held = |s: &State, id: &str| {
+            let uuid = Uuid::parse_str(id).ok()?;
             s.by_uuid.get(&uuid).copied()
         };
+        let local = |s: &State, id: Option<&Value>| held(s, id?.as_str()?);
         if let Some(c) = &call.connection_id
-            && local(self, Some(&Value::String(c.clone()))).is_none()
+            && held(self, c).is_none()
         {
             return; // another node holds that connection
         }
