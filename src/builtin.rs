@@ -63,22 +63,11 @@ fn cache_test() -> Action {
         let key = format!("cacheTest_{}", as_text(&data.params["key"]));
         let value = data.params["value"].clone();
         let cache = &data.api.cache;
-        let now = now_ms();
-        cache
-            .save(&key, value, Some(5000), now)
-            .map_err(|e| e.to_string())?;
-        let size = cache.size();
-        let load = match cache.load(&key, now_ms()) {
-            Some(e) => json!({
-                "key": key,
-                "value": e.value,
-                "expireTimestamp": e.expire_timestamp,
-                "createdAt": e.created_at,
-                "lastReadAt": e.last_read_at,
-            }),
-            None => Value::Null,
-        };
-        let deleted = cache.destroy(&key);
+        let failed = |e: crate::cache::CacheError| e.to_string();
+        cache.save(&key, value, Some(5000)).map_err(failed)?;
+        let size = cache.size().map_err(failed)?;
+        let load = cache.load(&key).map_err(failed)?.to_json(&key);
+        let deleted = cache.destroy(&key).map_err(failed)?;
         data.response.insert(
             "cacheTestResults".into(),
             json!({"saveResp": true, "sizeResp": size, "loadResp": load, "deleteResp": deleted}),

@@ -191,8 +191,19 @@ impl ServerBuilder {
             ..ReactorConfig::default()
         };
         let stats = Arc::new(ReactorStats::default());
+        let cache = if cfg.redis.enabled {
+            let client = cluster::client(&cfg.redis).map_err(StartError::Io)?;
+            Cache::in_redis(cache::Shared::new(
+                client,
+                workers,
+                &g.cache_prefix,
+                &g.lock_prefix,
+            ))
+        } else {
+            Cache::in_memory(g.cache_max_entries)
+        };
         let api = Arc::new(Api {
-            cache: Cache::new(g.cache_max_entries),
+            cache,
             server_id: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             started: Instant::now(),
@@ -299,6 +310,7 @@ impl ServerBuilder {
         } else {
             g.server_id.clone()
         };
+        api.cache.set_owner(&server_id);
         let _ = api.server_id.set(server_id);
         if cfg.redis.enabled {
             // The bus threads start on the loop, which they report to.

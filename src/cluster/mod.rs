@@ -47,6 +47,19 @@ impl Settings {
     }
 }
 
+/// A client for the configured Redis (connections are made by its users).
+pub(crate) fn client(r: &actionwire_config::Redis) -> std::io::Result<redis::Client> {
+    use redis::IntoConnectionInfo as _;
+    let info = redis::ConnectionAddr::Tcp(r.host.clone(), r.port)
+        .into_connection_info()
+        .map_err(std::io::Error::other)?;
+    let mut redis_info = redis::RedisConnectionInfo::default().set_db(i64::from(r.db));
+    if let Some(pw) = &r.password {
+        redis_info = redis_info.set_password(pw.clone());
+    }
+    redis::Client::open(info.set_redis_settings(redis_info)).map_err(std::io::Error::other)
+}
+
 /// Key names in Redis (actionhero's).
 const ROOMS_KEY: &str = "actionhero:chatRoom:rooms";
 const MEMBERS_PREFIX: &str = "actionhero:chatRoom:members:";
@@ -92,17 +105,7 @@ impl Cluster {
         post: impl Fn(BusEvent) -> bool + Clone + Send + 'static,
     ) -> std::io::Result<()> {
         self.identity.server_id = server_id.clone();
-        let r = &self.settings.redis;
-        use redis::IntoConnectionInfo as _;
-        let info = redis::ConnectionAddr::Tcp(r.host.clone(), r.port)
-            .into_connection_info()
-            .map_err(std::io::Error::other)?;
-        let mut redis_info = redis::RedisConnectionInfo::default().set_db(i64::from(r.db));
-        if let Some(pw) = &r.password {
-            redis_info = redis_info.set_password(pw.clone());
-        }
-        let client = redis::Client::open(info.set_redis_settings(redis_info))
-            .map_err(std::io::Error::other)?;
+        let client = client(&self.settings.redis)?;
         let target = bridge::Target {
             client,
             channel: self.settings.channel.clone(),

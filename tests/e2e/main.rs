@@ -9,7 +9,13 @@ mod actions;
 mod backend;
 mod bench;
 mod cli;
+/// The `cache_actions` example's actions, for the cluster's cache tests.
+#[path = "../../examples/cache_actions.rs"]
+#[allow(dead_code)]
+mod cache_actions;
 mod cluster;
+mod cluster_cache;
+mod cluster_faults;
 mod differential;
 mod edge;
 mod framing;

@@ -1,66 +1,44 @@
-//! The in-memory cache behind `cacheTest` (and available to user actions through [`Api`]).
-//!
-//! Entries carry a time-to-live; expired entries are dropped when touched and swept when the
-//! cache is full, and the number of entries is capped so it cannot grow without bound.
-//!
-//! [`Api`]: crate::Api
+//! The in-process store: entries and locks in one map behind a mutex. Entries carry a
+//! time-to-live; expired entries are reported `Object expired` once and dropped, and
+//! swept when the store is full; the number of entries is capped so it cannot grow
+//! without bound.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-/// One cache entry, as `load` reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub value: Value,
-    /// Milliseconds since the epoch when the entry expires (`None`: never).
-    pub expire_timestamp: Option<u64>,
-    pub created_at: u64,
-    /// When the entry was read before this read (`None` on its first read), as
-    /// actionhero's cache reports it.
-    pub last_read_at: Option<u64>,
-}
+use super::{CacheError, Entry};
 
-/// Why a save was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheError {
-    Full { max_entries: usize },
-}
-
-impl std::fmt::Display for CacheError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CacheError::Full { max_entries } => {
-                write!(f, "the cache is full ({max_entries} entries)")
-            }
-        }
-    }
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// Key → when its lock lapses (ms). Every lock here is this process's own.
+    locks: HashMap<String, u64>,
 }
 
 /// A bounded key → value store with TTLs, safe to share between workers.
 #[derive(Debug)]
-pub struct Cache {
-    entries: Mutex<HashMap<String, Entry>>,
+pub struct Memory {
+    inner: Mutex<Inner>,
     max_entries: usize,
 }
 
-impl Cache {
-    pub fn new(max_entries: usize) -> Cache {
+impl Memory {
+    pub fn new(max_entries: usize) -> Memory {
         debug_assert!(max_entries > 0);
-        Cache {
-            entries: Mutex::new(HashMap::new()),
+        Memory {
+            inner: Mutex::new(Inner::default()),
             max_entries,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is
-        // a single insert or remove), so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent (every update
+        // is a single insert or remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Saves `value` under `key`, expiring `ttl_ms` after `now_ms` (`None`: never).
     pub fn save(
         &self,
         key: &str,
@@ -68,7 +46,8 @@ impl Cache {
         ttl_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<(), CacheError> {
-        let mut map = self.lock();
+        let mut inner = self.lock_inner();
+        let map = &mut inner.entries;
         if map.len() >= self.max_entries && !map.contains_key(key) {
             map.retain(|_, e| !expired(e, now_ms));
             if map.len() >= self.max_entries {
@@ -89,32 +68,49 @@ impl Cache {
         Ok(())
     }
 
-    /// Loads an entry and stamps its read time; the entry returned carries the time of the
-    /// read before (`None` the first time). Expired entries are removed and not found.
-    pub fn load(&self, key: &str, now_ms: u64) -> Option<Entry> {
-        let mut map = self.lock();
+    pub fn load(&self, key: &str, now_ms: u64) -> Result<Entry, CacheError> {
+        let mut inner = self.lock_inner();
+        let map = &mut inner.entries;
         match map.get_mut(key) {
             Some(e) if expired(e, now_ms) => {
                 map.remove(key);
-                None
+                Err(CacheError::Expired)
             }
             Some(e) => {
                 let before = e.clone();
                 e.last_read_at = Some(now_ms);
-                Some(before)
+                Ok(before)
             }
-            None => None,
+            None => Err(CacheError::NotFound),
         }
     }
 
-    /// Removes an entry; true if it existed.
     pub fn destroy(&self, key: &str) -> bool {
-        self.lock().remove(key).is_some()
+        self.lock_inner().entries.remove(key).is_some()
     }
 
-    /// Entries held (expired ones not yet swept included).
     pub fn size(&self) -> usize {
-        self.lock().len()
+        self.lock_inner().entries.len()
+    }
+
+    /// False while an unlapsed lock is held on `key`.
+    pub fn lock(&self, key: &str, ttl_ms: u64, now_ms: u64) -> bool {
+        let mut inner = self.lock_inner();
+        // Lapsed locks go when touched; the map stays no bigger than the locks in use.
+        inner.locks.retain(|_, until| *until > now_ms);
+        if inner.locks.contains_key(key) {
+            return false;
+        }
+        inner
+            .locks
+            .insert(key.to_owned(), now_ms.saturating_add(ttl_ms));
+        true
+    }
+
+    /// Every lock in this store is this process's own, so releasing always succeeds.
+    pub fn unlock(&self, key: &str) -> bool {
+        self.lock_inner().locks.remove(key);
+        true
     }
 }
 
@@ -129,7 +125,7 @@ mod tests {
 
     #[test]
     fn save_load_expire_destroy() {
-        let c = Cache::new(10);
+        let c = Memory::new(10);
         c.save("a", json!("x"), Some(100), 1000).expect("saved");
         let e = c.load("a", 1050).expect("present");
         assert_eq!(e.value, json!("x"));
@@ -137,7 +133,8 @@ mod tests {
         assert_eq!(e.created_at, 1000);
         assert_eq!(e.last_read_at, None, "first read: no read before it");
         assert_eq!(c.load("a", 1070).expect("present").last_read_at, Some(1050));
-        assert_eq!(c.load("a", 1100), None, "expired at its timestamp");
+        assert_eq!(c.load("a", 1100), Err(CacheError::Expired));
+        assert_eq!(c.load("a", 1100), Err(CacheError::NotFound));
         assert_eq!(c.size(), 0);
         c.save("b", json!(1), None, 0).expect("saved");
         assert!(c.destroy("b"));
@@ -146,7 +143,7 @@ mod tests {
 
     #[test]
     fn bounded_with_sweep_of_expired_entries() {
-        let c = Cache::new(2);
+        let c = Memory::new(2);
         c.save("a", json!(1), Some(10), 0).expect("saved");
         c.save("b", json!(2), None, 0).expect("saved");
         assert_eq!(
@@ -158,5 +155,15 @@ mod tests {
         c.save("c", json!(3), None, 20)
             .expect("expired entry swept");
         assert_eq!(c.size(), 2);
+    }
+
+    #[test]
+    fn a_lock_is_taken_once_until_released_or_lapsed() {
+        let c = Memory::new(2);
+        assert!(c.lock("k", 100, 0));
+        assert!(!c.lock("k", 100, 50), "held");
+        assert!(c.lock("k", 100, 100), "lapsed at its deadline");
+        assert!(c.unlock("k"));
+        assert!(c.lock("k", 100, 120), "released");
     }
 }
