@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::{Config, ServerBuilder};
+use crate::{Config, ServerBuilder, supervisor};
 
 /// A server for actionhero's TCP socket protocol, on one event loop.
 ///
@@ -156,6 +156,12 @@ struct ServeArgs {
     #[arg(long, value_name = "URL", env = "ACTIONWIRE_REDIS")]
     redis: Option<String>,
 
+    /// Run this many single-loop processes sharing the ports (SO_REUSEPORT) and, through
+    /// the cluster, rooms, chat and the cache (general.processes; 0 = one per core; needs
+    /// --redis). This process supervises them: restarts one that dies, forwards signals.
+    #[arg(long, value_name = "N", env = "ACTIONWIRE_PROCESSES")]
+    processes: Option<usize>,
+
     /// Log level: error, warn, info, debug (connections open/close) or trace.
     #[arg(
         long,
@@ -284,6 +290,9 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     {
         return fail(&format!("--redis {url}: {e}"));
     }
+    if let Some(n) = cli.processes {
+        config.general.processes = n;
+    }
     if let Some(port) = cli.tls_port {
         let t = &mut config.servers.socket_tls;
         t.enabled = true;
@@ -301,6 +310,17 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     if let Err(e) = config.validate() {
         return fail(&format!("configuration error: {e}"));
     }
+    // A child of `--processes`: the parent has checked and reported the configuration.
+    if let Ok(text) = std::env::var(supervisor::CHILD_ENV) {
+        let Some(slot) = supervisor::ChildSlot::parse(&text) else {
+            return fail(&format!(
+                "{}={text:?} is not a process slot (it is set by --processes)",
+                supervisor::CHILD_ENV
+            ));
+        };
+        slot.apply(config);
+        return start(builder);
+    }
     for key in config.inactive_keys() {
         log::warn!("{key} is set but has no effect");
     }
@@ -312,7 +332,15 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
             actionwire_config::DEFAULT_SERVER_TOKEN
         );
     }
+    let processes = supervisor::count(config);
+    if processes > 1 {
+        return supervisor::supervise(config, processes);
+    }
+    start(builder)
+}
 
+/// Builds the server, installs the signal handlers and runs it.
+fn start(builder: ServerBuilder) -> ExitCode {
     let server = match builder.build() {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),

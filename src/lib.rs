@@ -39,6 +39,8 @@ mod metrics;
 mod process;
 pub mod rooms;
 mod session;
+#[cfg(feature = "cli")]
+mod supervisor;
 pub mod time;
 pub mod tls;
 mod upstream;
@@ -353,6 +355,8 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
         })?;
         Ok(SocketAddr::new(ip, port))
     };
+    // With several processes (the command line's supervisor), each binds the same ports.
+    let reuse_port = cfg.general.processes != 1;
     // Every socket listener shares the protocol's timers; only TLS differs.
     let socket = |tls: Option<&tls::ListenerTls>, proxy_protocol: bool| ListenerOptions {
         tls: tls.map(|t| Arc::clone(&t.config)),
@@ -361,6 +365,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
         idle_timeout: Duration::from_millis(s.idle_timeout),
         handshake_timeout: Duration::from_millis(s.handshake_timeout),
         tcp_keepalive: s.set_keep_alive,
+        reuse_port,
     };
     let mut plans = Vec::new();
     let main_tls = if s.secure {
@@ -400,6 +405,7 @@ fn listeners(cfg: &Config) -> Result<Vec<ListenerPlan>, StartError> {
                 handshake_timeout: Duration::from_millis(w.header_timeout),
                 tcp_keepalive: s.set_keep_alive,
                 proxy_protocol: w.proxy_protocol,
+                reuse_port,
                 ..ListenerOptions::default()
             },
             certs: None,

@@ -78,6 +78,9 @@ pub struct General {
     pub lock_prefix: String,
     /// Milliseconds to wait for the answer to a cluster call (`doResponse`).
     pub rpc_timeout: u64,
+    /// Single-loop processes sharing the listening ports (SO_REUSEPORT), joined through
+    /// the cluster; 0 = one per core. Acted on by the command line, which supervises them.
+    pub processes: usize,
     /// Text of the welcome line.
     pub welcome_message: String,
     /// Rooms that exist from the start (actionhero's object form: name → options).
@@ -119,6 +122,7 @@ impl Default for General {
             cache_prefix: "actionhero:cache:".into(),
             lock_prefix: "actionhero:lock:".into(),
             rpc_timeout: 5000,
+            processes: 1,
             welcome_message: "Hello! Welcome to the actionhero api".into(),
             starting_chat_rooms: rooms,
             auto_create_rooms: false,
@@ -405,6 +409,8 @@ pub const DEFAULT_SERVER_TOKEN: &str = "change-me";
 
 /// Upper bound for line limits: one line may never ask for more than this.
 const MAX_LINE_CAP: usize = 1 << 30;
+/// `general.processes` at most.
+pub const MAX_PROCESSES: usize = 1024;
 const MAX_WORKERS: usize = 1024;
 
 impl Config {
@@ -565,6 +571,19 @@ impl Config {
             return err(
                 "general.cachePrefix",
                 "the cache and lock prefixes must not be empty",
+            );
+        }
+        if g.processes > MAX_PROCESSES {
+            return err(
+                "general.processes",
+                "must be at most 1024 (0 = one per core)",
+            );
+        }
+        if g.processes != 1 && !self.redis.enabled {
+            return err(
+                "general.processes",
+                "more than one process needs the cluster (redis.enabled, or --redis): \
+                 without Redis each process would keep rooms, chat and the cache of its own",
             );
         }
         self.redis.validate()?;

@@ -46,6 +46,9 @@ pub struct ListenerOptions {
     pub tcp_keepalive: bool,
     /// Expect a PROXY protocol header (v1 or v2) first on every connection (see `proxy.rs`).
     pub proxy_protocol: bool,
+    /// SO_REUSEPORT: several processes (or loops) listen on the same address and the
+    /// kernel spreads new connections between them.
+    pub reuse_port: bool,
 }
 
 pub(crate) struct Listener<T> {
@@ -94,6 +97,9 @@ impl<H: Handler> Reactor<H> {
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if opts.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         if addr.is_ipv6() {
             socket.set_only_v6(false)?;
         }

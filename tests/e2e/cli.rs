@@ -29,6 +29,7 @@ fn help_explains_every_flag() {
         ("--web-port", "ACTIONWIRE_WEB_PORT"),
         ("--upstream", "ACTIONWIRE_UPSTREAM"),
         ("--redis", "ACTIONWIRE_REDIS"),
+        ("--processes", "ACTIONWIRE_PROCESSES"),
         ("--log-level", "ACTIONWIRE_LOG_LEVEL"),
     ];
     for (flag, var) in flags {

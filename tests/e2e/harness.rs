@@ -487,6 +487,16 @@ impl ChildServer {
         f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
     }
 
+    /// Log lines containing `needle`.
+    pub fn count_logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     pub fn logged(&self, needle: &str) -> bool {
         self.log
             .lock()

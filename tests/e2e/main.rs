@@ -8,11 +8,11 @@ mod abuse;
 mod actions;
 mod backend;
 mod bench;
-mod cli;
 /// The `cache_actions` example's actions, for the cluster's cache tests.
 #[path = "../../examples/cache_actions.rs"]
 #[allow(dead_code)]
 mod cache_actions;
+mod cli;
 mod cluster;
 mod cluster_cache;
 mod cluster_faults;
@@ -23,6 +23,7 @@ mod hooks;
 mod http;
 mod later;
 mod load;
+mod processes;
 mod proxy;
 mod rooms;
 mod shutdown;

@@ -1,6 +1,6 @@
 //! Accepting, reading, writing, backpressure, output limits and shutdown.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -486,4 +486,36 @@ fn a_lingering_endpoint_discards_late_input_and_waits_for_the_fin() {
     }
     drop(c);
     assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
+
+#[test]
+fn listeners_with_reuse_port_share_one_port_and_the_kernel_spreads_connections() {
+    let opts = ListenerOptions {
+        reuse_port: true,
+        ..ListenerOptions::default()
+    };
+    let a = Harness::start(ReactorConfig::default(), opts.clone());
+    let b = Harness::try_start_at(ReactorConfig::default(), opts, a.plain)
+        .expect("a second loop binds the same port");
+    // Without SO_REUSEPORT the port is not available.
+    let refused = Harness::try_start_at(
+        ReactorConfig::default(),
+        ListenerOptions::default(),
+        a.plain,
+    );
+    assert_eq!(
+        refused.err().map(|e| e.kind()),
+        Some(io::ErrorKind::AddrInUse)
+    );
+    // The kernel hashes each connection's addresses: 64 clients all landing on one loop
+    // would take odds of 2^-63.
+    let clients: Vec<_> = (0..64).map(|_| client(a.plain)).collect();
+    let accepted = |h: &Harness| h.stats.accepted.load(Ordering::Relaxed);
+    let deadline = Instant::now() + crate::toy::GUARD;
+    while accepted(&a) + accepted(&b) < 64 {
+        assert!(Instant::now() < deadline, "clients not accepted in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(accepted(&a) > 0 && accepted(&b) > 0, "both loops accept");
+    drop(clients);
 }

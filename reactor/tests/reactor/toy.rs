@@ -424,6 +424,16 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(cfg: ReactorConfig, opts: ListenerOptions) -> Harness {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        Harness::try_start_at(cfg, opts, any).expect("listen")
+    }
+
+    /// A loop whose plain listener is on `plain` (its TLS one on a free port).
+    pub fn try_start_at(
+        cfg: ReactorConfig,
+        opts: ListenerOptions,
+        plain: SocketAddr,
+    ) -> io::Result<Harness> {
         let (reports_tx, reports) = mpsc::channel();
         let gate = Arc::new(Gate::default());
         let toy = Toy {
@@ -434,7 +444,7 @@ impl Harness {
         let certs = certs();
         let mut reactor = Reactor::new(cfg, toy).expect("reactor");
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let plain = reactor.listen(any, opts.clone(), ()).expect("listen");
+        let plain = reactor.listen(plain, opts.clone(), ())?;
         let tls_opts = ListenerOptions {
             tls: Some(Arc::clone(&certs.server)),
             ..opts
@@ -444,7 +454,7 @@ impl Harness {
         let shutdown = reactor.shutdown_handle();
         let stats = reactor.stats();
         let thread = std::thread::spawn(move || reactor.run());
-        Harness {
+        Ok(Harness {
             tx,
             reports,
             plain,
@@ -454,7 +464,7 @@ impl Harness {
             stats,
             shutdown,
             thread: Some(thread),
-        }
+        })
     }
 
     pub fn default() -> Harness {
