@@ -65,6 +65,41 @@ install_actionhero() {
       "$AH_DIR/node_modules/actionhero/actions/randomNumber.js" >"$AH_DIR/actions/randomNumber.js"
     touch "$AH_DIR/.generated"
   fi
+  # The socket server on a port of our choosing, loopback only (enabled by
+  # ENABLE_TCP_SERVER), and actions over actionhero's cache for the cluster script: written
+  # every time, so a project installed by an older script gets them too.
+  sed -i -e "s/port: 5000,/port: parseInt(process.env.SOCKET_PORT || 5000),/" \
+    -e "s/bindIP: '0.0.0.0'/bindIP: '127.0.0.1'/" "$AH_DIR/config/servers/socket.js"
+  # actionhero's own example action `cacheTest` (not generated either).
+  sed "s|require('./../index.js')|require('actionhero')|" \
+    "$AH_DIR/node_modules/actionhero/actions/cacheTest.js" >"$AH_DIR/actions/cacheTest.js"
+  local name call
+  for name in Save Load Lock Unlock; do
+    case $name in
+      Save) call="response.saved = await api.cache.save(params.key, params.value, params.ttl ? parseInt(params.ttl) : null)" ;;
+      Load) call="response.entry = await api.cache.load(params.key)" ;;
+      Lock) call="response.locked = await api.cache.lock(params.key, null)" ;;
+      Unlock) call="response.unlocked = await api.cache.unlock(params.key)" ;;
+    esac
+    cat >"$AH_DIR/actions/cache$name.js" <<JS
+'use strict'
+const { Action, api } = require('actionhero')
+
+module.exports = class Cache$name extends Action {
+  constructor () {
+    super()
+    this.name = 'cache$name'
+    this.description = 'interop: api.cache on this node'
+    this.inputs = { key: { required: true }, value: { required: false }, ttl: { required: false } }
+    this.outputExample = {}
+  }
+
+  async run ({ params, response }) {
+    $call
+  }
+}
+JS
+  done
 }
 
 # start_redis: sets REDIS_PORT to a private redis-server on 127.0.0.1 (no persistence).
@@ -78,12 +113,17 @@ start_redis() {
 }
 
 # start_actionhero NAME: an actionhero node of the generated app on REDIS_PORT; sets AH_WEB
-# (its web server's port) and AH_LOG. NAME tells nodes apart in the logs.
+# (its web server's port), AH_SOCKET (its socket server's, when AH_TCP=1) and AH_LOG. NAME
+# tells nodes apart in the logs.
 start_actionhero() {
   AH_WEB=$(free_port)
+  AH_SOCKET=$(free_port)
   AH_LOG="$INTEROP_TMP/actionhero-$1.log"
-  (cd "$AH_DIR" && PORT=$AH_WEB REDIS_HOST=127.0.0.1 REDIS_PORT=$REDIS_PORT \
-    exec node ./node_modules/.bin/actionhero start) >"$AH_LOG" 2>&1 &
+  local tcp=()
+  [ "${AH_TCP:-0}" = 1 ] && tcp=(ENABLE_TCP_SERVER=1)
+  (cd "$AH_DIR" && exec env "${tcp[@]}" PORT="$AH_WEB" SOCKET_PORT="$AH_SOCKET" \
+    REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT" node ./node_modules/.bin/actionhero start) \
+    >"$AH_LOG" 2>&1 &
   INTEROP_PIDS+=($!)
   wait_http "http://127.0.0.1:$AH_WEB/api/status" 60 "$AH_LOG"
 }
