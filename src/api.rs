@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::cache::Cache;
+use crate::cluster::calls::{CallError, OutCall};
 use crate::hooks::{CommandError, ServerCommand};
 use crate::session::AppEvent;
 
@@ -136,6 +137,38 @@ impl Api {
             })
     }
 
+    /// Calls `method` on the cluster, as actionhero's `api.redis.doCluster` does: published
+    /// as a `do` with `args`; with `connection`, only the node holding that connection
+    /// acts and answers, without it every node does (this one too). `done` hears the
+    /// first answer's `response` (`None` when it had none) or why there is none (the link
+    /// is down, no answer within `general.rpcTimeout`, …), exactly once, on the loop
+    /// thread: keep it short (send on a channel). The methods nodes answer are in the
+    /// protocol reference ("Cluster"): `api.chatRoom.removeMember`,
+    /// `api.chatRoom.addMember`, `api.connections.applyResponder`, `api.log`.
+    ///
+    /// When this returns an error, the call was not made and `done` is not called.
+    pub fn cluster_call(
+        &self,
+        method: &str,
+        connection: Option<Uuid>,
+        args: Vec<Value>,
+        done: impl FnOnce(Result<Option<Value>, CallError>) + Send + 'static,
+    ) -> Result<(), CommandError> {
+        let events = self.events.get().ok_or(CommandError::NotRunning)?;
+        let call = OutCall {
+            method: method.to_owned(),
+            connection_id: connection,
+            args,
+            done: Box::new(done),
+        };
+        events
+            .try_send(AppEvent::ClusterCall(Box::new(call)))
+            .map_err(|e| match e {
+                SendError::Full(_) => CommandError::Busy,
+                SendError::Stopped(_) => CommandError::NotRunning,
+            })
+    }
+
     /// A chat line from the server (`"from":0`) to every member of `room`.
     pub fn broadcast(&self, room: &str, message: impl Into<Value>) -> Result<(), CommandError> {
         self.command(ServerCommand::Broadcast {
@@ -144,7 +177,9 @@ impl Api {
         })
     }
 
-    /// `message` as one JSON line to the connection with this id.
+    /// `message` as one JSON line to the connection with this id; with the cluster on, a
+    /// connection another node holds gets it through a cluster call
+    /// (`api.connections.applyResponder`).
     pub fn send_to(&self, connection: Uuid, message: impl Into<Value>) -> Result<(), CommandError> {
         self.command(ServerCommand::Send {
             to: connection,

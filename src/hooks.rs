@@ -312,7 +312,7 @@ pub enum ServerCommand {
     /// runs as for a client's `say`.
     Broadcast { room: String, message: Value },
     /// `message` written to one connection as a JSON line (as actionhero's
-    /// `connection.sendMessage`).
+    /// `connection.sendMessage`); with the cluster on, to a connection on any node.
     Send { to: Uuid, message: Value },
     /// Creates a room (kept until destroyed, even when empty).
     AddRoom(String),

@@ -44,6 +44,7 @@ mod supervisor;
 pub mod time;
 pub mod tls;
 mod upstream;
+pub use cluster::calls::CallError;
 pub use upstream::UpstreamError;
 
 use std::fmt;

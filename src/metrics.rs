@@ -491,6 +491,20 @@ fn cluster_families(o: &mut String, c: &crate::cluster::Counters) {
         "Attempts to reconnect to Redis after the link failed.",
         load(&c.reconnects),
     );
+    head(
+        o,
+        "actionwire_cluster_calls_total",
+        "counter",
+        "This node's own cluster calls, by outcome.",
+    );
+    for outcome in crate::cluster::calls::Outcome::ALL {
+        let _ = writeln!(
+            o,
+            "actionwire_cluster_calls_total{{outcome=\"{}\"}} {}",
+            outcome.label(),
+            c.calls(outcome)
+        );
+    }
 }
 
 fn head(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -15,6 +15,7 @@ use actionwire_proto::encode;
 use actionwire_reactor::{CloseReason, ConnId, Core, Handler, JobPanic, Timeout};
 
 use crate::actions::{Api, Done, Registry, Reply};
+use crate::cluster::calls::CallError;
 use crate::files::PublicDirs;
 use crate::hooks::{LoopHooks, ServerCommand};
 use crate::metrics::Metrics;
@@ -130,6 +131,10 @@ pub(crate) enum AppEvent {
     ClusterStart,
     /// From the cluster link's threads.
     Bus(crate::cluster::BusEvent),
+    /// A cluster call from server code, through [`crate::Api::cluster_call`].
+    ClusterCall(Box<crate::cluster::calls::OutCall>),
+    /// A cluster call's `general.rpcTimeout` passed (its `messageId`).
+    ClusterCallTimeout(String),
 }
 
 /// Settings the session layer needs, fixed at start.
@@ -355,6 +360,12 @@ impl Handler for App {
     fn on_stopped(&mut self, _core: &mut Core<Self>) {
         // Every connection is closed (its memberships removed): the farewell goes last.
         if let Some(cluster) = &mut self.state.cluster {
+            for done in cluster.calls.drain() {
+                cluster
+                    .counters
+                    .count_call(crate::cluster::calls::Outcome::Failed(CallError::Stopped));
+                done(Err(CallError::Stopped));
+            }
             cluster.stop();
         }
     }
@@ -420,6 +431,8 @@ impl Handler for App {
             AppEvent::FetchUpstreamDocumentation => self.state.fetch_upstream_documentation(core),
             AppEvent::ClusterStart => self.state.cluster_start(core),
             AppEvent::Bus(event) => self.state.on_bus(&self.scan, core, event),
+            AppEvent::ClusterCall(call) => self.state.cluster_call(core, *call),
+            AppEvent::ClusterCallTimeout(id) => self.state.cluster_call_timed_out(&id),
             AppEvent::UpstreamTimeout(key) => {
                 self.state
                     .with_upstream(core, |up, core| up.timed_out(core, key));

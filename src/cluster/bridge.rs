@@ -120,11 +120,21 @@ pub(crate) struct Counters {
     pub received: AtomicU64,
     pub dropped: [AtomicU64; 3],
     pub reconnects: AtomicU64,
+    /// This node's own cluster calls, by outcome (`calls::Outcome::index`).
+    pub calls: [AtomicU64; 6],
 }
 
 impl Counters {
     pub(crate) fn dropped(&self, why: Drop) -> u64 {
         self.dropped[why as usize].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn calls(&self, outcome: super::calls::Outcome) -> u64 {
+        self.calls[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_call(&self, outcome: super::calls::Outcome) {
+        self.calls[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 

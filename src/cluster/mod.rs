@@ -8,6 +8,7 @@
 //! dropped and counted, a question is answered from local state.
 
 mod bridge;
+pub(crate) mod calls;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub(crate) struct Settings {
     pub channel: String,
     /// `general.serverId` as configured (empty: `<host name>:<socket port>`).
     pub server_id: String,
+    /// How long this node's own cluster calls wait for an answer.
+    pub rpc_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -43,6 +46,7 @@ impl Settings {
             token: g.server_token.clone(),
             channel: g.channel.clone(),
             server_id: g.server_id.clone(),
+            rpc_timeout: std::time::Duration::from_millis(g.rpc_timeout),
         })
     }
 }
@@ -78,6 +82,8 @@ pub(crate) struct Cluster {
     /// Both parts have been up at least once (the join announcement went out).
     announced: bool,
     next_ticket: u64,
+    /// This node's own calls waiting for answers.
+    pub calls: calls::Pending,
 }
 
 impl Cluster {
@@ -95,6 +101,7 @@ impl Cluster {
             parts: [false; 2],
             announced: false,
             next_ticket: 0,
+            calls: calls::Pending::default(),
         }
     }
 
@@ -227,6 +234,10 @@ pub(crate) fn status(c: &Counters) -> serde_json::Value {
         .iter()
         .map(|d| (d.label().to_owned(), c.dropped(*d).into()))
         .collect();
+    let calls: serde_json::Map<String, serde_json::Value> = calls::Outcome::ALL
+        .iter()
+        .map(|o| (o.label().to_owned(), c.calls(*o).into()))
+        .collect();
     serde_json::json!({
         "link": if c.link_up.load(Ordering::Relaxed) { "up" } else { "down" },
         "published": load(&c.published),
@@ -234,5 +245,6 @@ pub(crate) fn status(c: &Counters) -> serde_json::Value {
         "received": load(&c.received),
         "dropped": dropped,
         "reconnects": load(&c.reconnects),
+        "calls": calls,
     })
 }

@@ -18,6 +18,7 @@ use super::socket::{socket, socket_mut};
 use super::{AppCore, State};
 use crate::actions::Effects;
 use crate::cluster::Query;
+use crate::cluster::calls::{CallError, OutCall};
 use crate::connection::ConnectionInfo;
 use crate::hooks::{ChatMessage, HookKind, ServerCommand};
 use crate::rooms::{AddError, JoinError};
@@ -403,6 +404,28 @@ impl State {
                     encode::write_json(&mut line, &message);
                     line.extend_from_slice(b"\r\n");
                     core.send_owned(member, line);
+                }
+                // Another node may hold it: actionhero's `api.connections.apply`.
+                None if self.cluster.is_some() => {
+                    let args = vec![
+                        Value::String(to.to_string()),
+                        Value::String("sendMessage".into()),
+                        message,
+                    ];
+                    let done = move |r: Result<Option<Value>, CallError>| {
+                        if let Err(e) = r {
+                            log::debug!("message for {to} not delivered by the cluster: {e}");
+                        }
+                    };
+                    self.cluster_call(
+                        core,
+                        OutCall {
+                            method: "api.connections.applyResponder".into(),
+                            connection_id: Some(to),
+                            args,
+                            done: Box::new(done),
+                        },
+                    );
                 }
                 None => log::debug!("message for {to} dropped: no such connection here"),
             },

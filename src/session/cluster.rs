@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{AppCore, AppEvent, State};
+use crate::cluster::calls::{CallError, OutCall, Outcome};
 use crate::cluster::wire::{self, BusChat, Call, Incoming, Sender};
 use crate::cluster::{Answer, BusEvent, Op, Query};
 use crate::hooks::ChatMessage;
@@ -85,8 +86,10 @@ impl State {
             BusEvent::Received(incoming) => match *incoming {
                 Incoming::Chat(chat) => self.bus_chat(core, chat),
                 Incoming::Do(call) => self.bus_call(core, call),
-                // This node's own calls are announcements: their answers need nothing.
-                Incoming::DoResponse { .. } => {}
+                Incoming::DoResponse {
+                    message_id,
+                    response,
+                } => self.call_answered(core, &message_id, response),
             },
             BusEvent::Answer { ticket, answer } => self.answered(scan, core, ticket, answer),
         }
@@ -328,6 +331,79 @@ impl State {
         for member in members {
             core.send_shared(member, &line);
             self.metrics.chat_deliveries += 1;
+        }
+    }
+
+    /// This node's own cluster call: published, then answered by the first `doResponse`
+    /// with its id, or failed after `general.rpcTimeout`.
+    pub(super) fn cluster_call(&mut self, core: &mut AppCore, call: OutCall) {
+        let OutCall {
+            method,
+            connection_id,
+            args,
+            done,
+        } = call;
+        let Some(cluster) = &mut self.cluster else {
+            done(Err(CallError::NoCluster));
+            return;
+        };
+        let fail = |cluster: &crate::cluster::Cluster, why| {
+            cluster.counters.count_call(Outcome::Failed(why));
+            why
+        };
+        if !cluster.is_up() {
+            done(Err(fail(cluster, CallError::Unavailable)));
+            return;
+        }
+        if cluster.calls.is_full() {
+            done(Err(fail(cluster, CallError::TooMany)));
+            return;
+        }
+        let id = Uuid::new_v4().to_string();
+        let connection = connection_id.map(|c| c.to_string());
+        let text = cluster
+            .identity
+            .call(&id, &method, connection.as_deref(), &args);
+        let timeout = cluster.settings.rpc_timeout;
+        let timer = match core.set_timer(timeout, AppEvent::ClusterCallTimeout(id.clone())) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("cluster: call {method} not made: {e}");
+                done(Err(fail(cluster, CallError::TooMany)));
+                return;
+            }
+        };
+        if !cluster.send(Op::Publish(text)) {
+            core.cancel_timer(timer);
+            done(Err(fail(cluster, CallError::Unavailable)));
+            return;
+        }
+        cluster.calls.insert(id, done, timer);
+    }
+
+    /// A `doResponse`: the first answer to one of this node's calls completes it; later
+    /// ones (every node answers a call without `connectionId`) and answers to calls of
+    /// other nodes find nothing.
+    fn call_answered(&mut self, core: &mut AppCore, message_id: &str, response: Option<Value>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if let Some((done, timer)) = cluster.calls.take(message_id) {
+            core.cancel_timer(timer);
+            cluster.counters.count_call(Outcome::Answered);
+            done(Ok(response));
+        }
+    }
+
+    pub(super) fn cluster_call_timed_out(&mut self, message_id: &str) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if let Some((done, _)) = cluster.calls.take(message_id) {
+            cluster
+                .counters
+                .count_call(Outcome::Failed(CallError::TimedOut));
+            done(Err(CallError::TimedOut));
         }
     }
 

@@ -15,6 +15,7 @@ mod cache_actions;
 mod cli;
 mod cluster;
 mod cluster_cache;
+mod cluster_calls;
 mod cluster_faults;
 mod differential;
 mod edge;
