@@ -103,6 +103,16 @@ pub struct BenchArgs {
     /// Load-generator threads, each with its own event loop.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Every connection sends the requests in the order given starting from the first (a
+    /// stateful cycle such as roomAdd, roomView, roomLeave); by default connection i
+    /// starts at request i, to mix them from the start.
+    #[arg(long)]
+    pub in_order: bool,
+    /// Connect from this local address (e.g. 127.0.0.2). Toward one server address each
+    /// source address has its own ephemeral ports (about 28,000 on Linux), so more
+    /// connections than that need several load generators with different sources.
+    #[arg(long, value_name = "IP")]
+    pub source: Option<std::net::IpAddr>,
     /// Hold N idle connections open for --duration and report how many are open.
     #[arg(long, value_name = "N", conflicts_with_all = ["handshakes", "rate"])]
     pub idle: Option<usize>,
@@ -152,6 +162,10 @@ enum Mode {
 /// Everything a thread needs, fixed for the run.
 struct Plan {
     addr: SocketAddr,
+    /// Local address to connect from (`--source`).
+    source: Option<std::net::IpAddr>,
+    /// Every connection starts at the first request (`--in-order`).
+    in_order: bool,
     mode: Mode,
     requests: Vec<Vec<u8>>,
     pipeline: usize,
@@ -207,6 +221,8 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     let warm = args.warmup.as_nanos() as u64;
     let plan = Arc::new(Plan {
         addr,
+        source: args.source,
+        in_order: args.in_order,
         mode,
         requests,
         pipeline: args.pipeline,

@@ -84,7 +84,10 @@ impl Worker {
     }
 
     fn open(&mut self, i: usize) -> io::Result<Conn> {
-        let mut stream = TcpStream::connect(self.plan.addr)?;
+        let mut stream = match self.plan.source {
+            None => TcpStream::connect(self.plan.addr)?,
+            Some(ip) => connect_from(ip, self.plan.addr)?,
+        };
         stream.set_nodelay(true)?;
         self.poll.registry().register(
             &mut stream,
@@ -110,7 +113,11 @@ impl Worker {
             input: Vec::new(),
             output: Vec::new(),
             inflight: VecDeque::new(),
-            next_request: i % self.plan.requests.len(),
+            next_request: if self.plan.in_order {
+                0
+            } else {
+                i % self.plan.requests.len()
+            },
             next_due: self.now() + offset,
         })
     }
@@ -469,6 +476,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// A non-blocking connect from a chosen local address (the connect completes later, as
+/// with [`TcpStream::connect`]).
+fn connect_from(ip: std::net::IpAddr, to: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(std::net::SocketAddr::new(ip, 0)))?;
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 /// The socket cannot take bytes now: full, or its connect is still in progress (the

@@ -226,26 +226,180 @@ pub(crate) fn commands(
                 }
             }
         }
-        let Ok(op) = ops.recv() else {
+        let Ok(first) = ops.recv() else {
             return; // the loop is gone
         };
+        // Everything queued meanwhile goes in the same pipeline (one round trip), up to a
+        // batch; a re-sync or the stop runs on its own after it.
+        let mut batch = Vec::new();
+        let mut alone = None;
+        if batched(&first) {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) if batched(&op) => batch.push(op),
+                    Ok(op) => {
+                        alone = Some(op);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        } else {
+            alone = Some(first);
+        }
         let Some(c) = con.as_mut() else {
             continue;
         };
-        let stop = matches!(op, Op::Stop { .. });
-        match run(c, &target, op, &counters, &post) {
-            Ok(()) if stop => return,
-            Ok(()) => {}
-            Err(e) => {
-                log::debug!("cluster: Redis command failed: {e}");
-                con = None;
-                link.report(false, e.to_string());
+        let mut failed = None;
+        if !batch.is_empty()
+            && let Err(e) = run_batch(c, &target, batch, &counters, &post)
+        {
+            failed = Some(e);
+        }
+        if let Some(op) = alone {
+            let stop = matches!(op, Op::Stop { .. });
+            if failed.is_some() {
                 if stop {
                     return;
                 }
+                while_down(op, &counters, &post);
+            } else {
+                match run(c, &target, op, &counters, &post) {
+                    Ok(()) if stop => return,
+                    Ok(()) => {}
+                    Err(_) if stop => return,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
+        if let Some(e) = failed {
+            log::debug!("cluster: Redis command failed: {e}");
+            con = None;
+            link.report(false, e.to_string());
+        }
+    }
+}
+
+/// Ops run together in one pipeline at most.
+const MAX_BATCH: usize = 512;
+
+/// Whether an op goes in a pipeline with others (a re-sync reads before it writes, and
+/// the stop ends the thread: those run alone).
+fn batched(op: &Op) -> bool {
+    !matches!(op, Op::Resync { .. } | Op::Stop { .. })
+}
+
+/// Runs `ops` as one pipeline: each op's command(s) are queued in order, sent in one
+/// write, and their replies read back in order, so a batch of N ops costs one round trip
+/// instead of N. A reply that is an error fails only its own op; a broken connection
+/// fails them all (and the link).
+fn run_batch(
+    con: &mut Connection,
+    t: &Target,
+    ops: Vec<Op>,
+    counters: &Counters,
+    post: &impl Fn(BusEvent) -> bool,
+) -> RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for op in &ops {
+        match op {
+            Op::Publish(message) => {
+                pipe.publish(&t.channel, message);
+            }
+            Op::Join {
+                room, id, entry, ..
+            } => {
+                pipe.hset(t.members_key(room), id, entry);
+            }
+            Op::Leave { room, id, .. } => {
+                pipe.hdel(t.members_key(room), id);
+            }
+            Op::AddRooms(rooms) if rooms.is_empty() => {}
+            Op::AddRooms(rooms) => {
+                pipe.sadd(&t.rooms_key, rooms);
+            }
+            Op::DestroyRoom(room) => {
+                pipe.srem(&t.rooms_key, room).del(t.members_key(room));
+            }
+            Op::Query {
+                query: Query::RoomExists(room),
+                ..
+            } => {
+                pipe.sismember(&t.rooms_key, room);
+            }
+            Op::Query {
+                query: Query::Members(room),
+                ..
+            } => {
+                pipe.hgetall(t.members_key(room));
+            }
+            Op::Resync { .. } | Op::Stop { .. } => {
+                debug_assert!(false, "run alone, never batched");
             }
         }
     }
+    let replies: Vec<RedisResult<redis::Value>> = match pipe.query(con) {
+        Ok(r) => r,
+        Err(e) => {
+            for op in ops {
+                while_down(op, counters, post);
+            }
+            return Err(e);
+        }
+    };
+    let mut replies = replies.into_iter();
+    let mut next = || {
+        replies
+            .next()
+            .unwrap_or_else(|| Err(std::io::Error::other("a reply is missing").into()))
+    };
+    for op in ops {
+        match op {
+            Op::Publish(_) => {
+                let counter = match next() {
+                    Ok(_) => &counters.published,
+                    Err(_) => &counters.publish_failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Join { ticket, .. } | Op::Leave { ticket, .. } => {
+                if let Err(e) = written(next().map(drop), ticket, post) {
+                    log::debug!("cluster: membership write failed: {e}");
+                }
+            }
+            Op::AddRooms(rooms) if rooms.is_empty() => {}
+            Op::AddRooms(_) => {
+                if let Err(e) = next() {
+                    log::warn!("cluster: rooms not added in Redis: {e}");
+                }
+            }
+            Op::DestroyRoom(room) => {
+                if let Err(e) = next().and_then(|_| next()) {
+                    log::warn!("cluster: room {room} not removed from Redis: {e}");
+                }
+            }
+            Op::Query { ticket, query } => {
+                let reply = next();
+                let answer = match query {
+                    Query::RoomExists(_) => reply
+                        .and_then(|v| Ok(redis::from_redis_value(v)?))
+                        .map(Answer::RoomExists),
+                    Query::Members(_) => reply
+                        .and_then(|v| Ok(redis::from_redis_value(v)?))
+                        .map(Answer::Members),
+                };
+                // A verb waits for this: it is answered even when Redis failed.
+                post(BusEvent::Answer {
+                    ticket,
+                    answer: answer.unwrap_or(Answer::Unavailable),
+                });
+            }
+            Op::Resync { .. } | Op::Stop { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 /// An op that arrives while the link is down.
@@ -278,6 +432,7 @@ fn while_down(op: Op, counters: &Counters, post: &impl Fn(BusEvent) -> bool) {
     }
 }
 
+/// Runs an op that is not batched: a re-sync, or the farewell.
 fn run(
     con: &mut Connection,
     t: &Target,
@@ -286,60 +441,10 @@ fn run(
     post: &impl Fn(BusEvent) -> bool,
 ) -> RedisResult<()> {
     match op {
-        Op::Publish(message) => {
-            let r: RedisResult<i64> = con.publish(&t.channel, &message);
-            match r {
-                Ok(_) => counters.published.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    counters.publish_failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-        }
-        Op::Join {
-            room,
-            id,
-            entry,
-            ticket,
-        } => {
-            let r = con.hset::<_, _, _, ()>(t.members_key(&room), id, entry);
-            written(r, ticket, post)?;
-        }
-        Op::Leave { room, id, ticket } => {
-            let r = con.hdel::<_, _, ()>(t.members_key(&room), id);
-            written(r, ticket, post)?;
-        }
-        Op::AddRooms(rooms) if rooms.is_empty() => {}
-        Op::AddRooms(rooms) => con.sadd::<_, _, ()>(&t.rooms_key, rooms)?,
-        Op::DestroyRoom(room) => {
-            redis::pipe()
-                .srem(&t.rooms_key, &room)
-                .del(t.members_key(&room))
-                .query::<()>(con)?;
-        }
-        Op::Resync { live } => resync(con, t, live)?,
-        Op::Query { ticket, query } => {
-            let answer = match query {
-                Query::RoomExists(room) => {
-                    con.sismember(&t.rooms_key, room).map(Answer::RoomExists)
-                }
-                Query::Members(room) => con.hgetall(t.members_key(&room)).map(Answer::Members),
-            };
-            // A verb waits for this: it is answered even when Redis failed.
-            let failed = answer.as_ref().err().map(ToString::to_string);
-            post(BusEvent::Answer {
-                ticket,
-                answer: answer.unwrap_or(Answer::Unavailable),
-            });
-            if let Some(e) = failed {
-                return Err(redis::RedisError::from(std::io::Error::other(e)));
-            }
-        }
-        Op::Stop { farewell } => {
-            let _: i64 = con.publish(&t.channel, farewell)?;
-        }
+        Op::Resync { live } => resync(con, t, live),
+        Op::Stop { farewell } => con.publish::<_, _, i64>(&t.channel, farewell).map(drop),
+        other => run_batch(con, t, vec![other], counters, post),
     }
-    Ok(())
 }
 
 /// A membership write's outcome, told to the verb that waits for it (if any).

@@ -486,9 +486,15 @@ fn cluster_view(room: &str, entries: Vec<(String, String)>) -> Value {
     let mut list: Vec<(u64, String)> = entries
         .into_iter()
         .map(|(id, entry)| {
-            let joined = serde_json::from_str::<Value>(&entry)
+            // Only `joinedAt` is read: the other fields are skipped, not built.
+            #[derive(serde::Deserialize)]
+            struct Joined {
+                #[serde(rename = "joinedAt")]
+                joined_at: Option<u64>,
+            }
+            let joined = serde_json::from_str::<Joined>(&entry)
                 .ok()
-                .and_then(|v| v.get("joinedAt").and_then(Value::as_u64))
+                .and_then(|j| j.joined_at)
                 .unwrap_or(0);
             (joined, id)
         })
