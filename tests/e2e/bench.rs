@@ -457,3 +457,59 @@ fn assert_svgs(html: &str, charts: usize, lines: usize) {
     assert_eq!(found, charts);
     assert_eq!(polylines, lines);
 }
+
+#[test]
+fn a_stateful_cycle_runs_in_order_on_every_connection_with_in_order() {
+    let srv = TestServer::start();
+    let cycle = [
+        "--connections",
+        "3",
+        "--request",
+        "roomAdd defaultRoom",
+        "--request",
+        "roomLeave defaultRoom",
+        "--allow-errors",
+    ];
+    // By default connection 1 starts at roomLeave: its first reply is an error.
+    let mixed = run(srv.addr, &cycle);
+    assert!(mixed.error_replies >= 1, "{:?}", mixed.error_replies);
+    let mut in_order = cycle.to_vec();
+    in_order.push("--in-order");
+    let s = run(srv.addr, &in_order);
+    assert!(s.requests > 0);
+    assert_eq!(s.errors, 0);
+}
+
+#[test]
+fn connections_come_from_the_source_address_given() {
+    // A listener of the test's own records where each connection comes from and greets it
+    // with a line, as a server's welcome.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let peers = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..5 {
+            let (mut s, peer) = listener.accept().expect("accept");
+            std::io::Write::write_all(&mut s, b"{}\n").expect("greet");
+            peers.push(peer.ip());
+            held.push(s);
+        }
+        peers
+    });
+    let s = run(
+        addr,
+        &[
+            "--idle",
+            "5",
+            "--source",
+            "127.0.0.3",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!((s.open, s.connect_errors), (5, 0));
+    let peers = peers.join().expect("listener thread");
+    let want: std::net::IpAddr = "127.0.0.3".parse().expect("ip");
+    assert_eq!(peers, vec![want; 5]);
+}
