@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 # shellcheck source=tests/interop/lib.sh
 . tests/interop/lib.sh
 need redis-server redis-server
-exec cargo bench --locked --bench cluster -- "$@"
+cargo bench --locked --bench cluster -- "$@"

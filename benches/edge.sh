@@ -13,8 +13,6 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}; CALLS=${CALLS:-20000}
 # shellcheck source=tests/interop/lib.sh
 . tests/interop/lib.sh
-INTEROP_TMP=$(mktemp -d)
-trap 'interop_cleanup; rm -rf "$INTEROP_TMP"' EXIT
 need wrk wrk
 install_actionhero
 cargo build --release -q

@@ -9,8 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/interop/lib.sh
 . tests/interop/lib.sh
-INTEROP_TMP=$(mktemp -d)
-trap 'interop_cleanup; rm -rf "$INTEROP_TMP"' EXIT
 
 install_actionhero
 cargo build -q --locked --example cache_actions

@@ -11,7 +11,11 @@ interop_cleanup() {
   local p
   for p in "${INTEROP_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$INTEROP_TMP"
 }
+# A scratch directory for logs and files, removed at exit with every process started here.
+INTEROP_TMP=$(mktemp -d)
+trap interop_cleanup EXIT
 
 # need COMMAND PACKAGE: installs a Debian package when COMMAND is missing, or fails loudly.
 need() {
