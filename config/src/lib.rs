@@ -602,6 +602,11 @@ impl Config {
         if !t.enabled && t.server_options != ServerOptions::default() {
             keys.push("servers.socketTls.serverOptions (used only with enabled: true)");
         }
+        if self.redis.enabled
+            && self.general.cache_max_entries != General::default().cache_max_entries
+        {
+            keys.push("general.cacheMaxEntries (bounds the in-process cache; with Redis the cache lives there)");
+        }
         keys
     }
 }
@@ -695,6 +700,10 @@ mod tests {
             c.inactive_keys(),
             vec!["servers.socket.serverOptions (used only with secure: true)"]
         );
+        let c = Config::from_json(r#"{"redis":{"enabled":true},"general":{"cacheMaxEntries":5}}"#)
+            .expect("valid");
+        assert_eq!(c.inactive_keys().len(), 1);
+        assert!(c.inactive_keys()[0].starts_with("general.cacheMaxEntries"));
     }
 
     #[test]

@@ -186,7 +186,13 @@ impl Shared {
         };
         let mut con = first.map_err(unavailable)?;
         let result = match call(&mut con) {
-            Err(e) if from_pool && (e.is_connection_dropped() || e.is_io_error()) => {
+            // Not after a timeout: Redis may be slow rather than gone, and waiting twice
+            // would double the caller's wait.
+            Err(e)
+                if from_pool
+                    && !e.is_timeout()
+                    && (e.is_connection_dropped() || e.is_io_error()) =>
+            {
                 con = self.connect().map_err(unavailable)?;
                 call(&mut con)
             }
