@@ -43,7 +43,8 @@ pub struct Api {
     /// The loop's event queue, once the loop exists.
     pub(crate) events: std::sync::OnceLock<EventSender<AppEvent>>,
     /// Where a [`crate::actions::Responder`]'s answer goes, once the loop exists.
-    pub(crate) completer: std::sync::OnceLock<actionwire_reactor::Completer<crate::actions::Done>>,
+    pub(crate) completer:
+        std::sync::OnceLock<actionwire_reactor::Completer<crate::session::Completion>>,
 }
 
 impl Api {

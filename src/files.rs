@@ -10,6 +10,28 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// A `file` verb's file, opened and checked on a worker, for the loop to queue.
+pub(crate) struct Opened {
+    /// The file and its length, or `None`: not found (or not servable).
+    pub file: Option<(File, u64)>,
+    /// The request's counters, for an error reply.
+    pub count: u64,
+    pub mid: String,
+}
+
+impl Opened {
+    /// Runs on a worker. Never panics into the pool: a panic while resolving the path (a
+    /// bug) is reported as not found.
+    pub(crate) fn open(public: &PublicDirs, request: &str, count: u64, mid: String) -> Opened {
+        let file = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| public.open(request)))
+            .unwrap_or_else(|_| {
+                log::error!("opening {request:?} panicked; answered as not found");
+                None
+            });
+        Opened { file, count, mid }
+    }
+}
+
 /// The directories `file` may serve from, canonicalised at start.
 #[derive(Debug, Clone, Default)]
 pub struct PublicDirs {

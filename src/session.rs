@@ -137,6 +137,14 @@ pub(crate) enum AppEvent {
     ClusterCallTimeout(String),
 }
 
+/// What comes back to the loop from work done elsewhere (the worker pool, a responder).
+pub(crate) enum Completion {
+    /// An action's reply.
+    Action(Done),
+    /// A `file` verb's file, opened and checked off the loop.
+    File(crate::files::Opened),
+}
+
 /// Settings the session layer needs, fixed at start.
 pub(crate) struct Settings {
     pub welcome: String,
@@ -165,7 +173,7 @@ struct State {
     welcome: Vec<u8>,
     registry: Arc<Registry>,
     rooms: Rooms,
-    public: PublicDirs,
+    public: Arc<PublicDirs>,
     api: Arc<Api>,
     /// Scratch buffer for encoding one reply.
     out: Vec<u8>,
@@ -207,7 +215,7 @@ impl App {
             welcome,
             registry: Arc::clone(&registry),
             rooms,
-            public,
+            public: Arc::new(public),
             api,
             out: Vec::with_capacity(256),
             metrics: Metrics::default(),
@@ -226,7 +234,7 @@ impl App {
 
 impl Handler for App {
     type Session = Session;
-    type Completion = Done;
+    type Completion = Completion;
     /// Timers of the application and commands from server code.
     type Event = AppEvent;
     type Tag = ListenerKind;
@@ -288,8 +296,18 @@ impl Handler for App {
         }
     }
 
-    fn on_completion(&mut self, core: &mut Core<Self>, id: ConnId, result: Result<Done, JobPanic>) {
-        self.state.action_done(core, id, result);
+    fn on_completion(
+        &mut self,
+        core: &mut Core<Self>,
+        id: ConnId,
+        result: Result<Completion, JobPanic>,
+    ) {
+        match result {
+            Ok(Completion::File(opened)) => self.state.file_opened(&self.scan, core, id, opened),
+            Ok(Completion::Action(done)) => self.state.action_done(core, id, Ok(done)),
+            // File jobs catch their own panics: a panic is an action's.
+            Err(panic) => self.state.action_done(core, id, Err(panic)),
+        }
     }
 
     fn on_close(
@@ -464,7 +482,7 @@ impl State {
                     let delay = later.delay;
                     done.reply = Reply::Due(later);
                     if let Ok(done) = result {
-                        core.defer(id, delay, done);
+                        core.defer(id, delay, Completion::Action(done));
                     }
                     return;
                 }

@@ -67,6 +67,9 @@ pub struct ReactorConfig {
     /// beyond it wait for the next turn, so a storm of new clients cannot stall the replies
     /// of established ones (at least 1; 4 by default, under a millisecond per turn).
     pub handshakes_per_turn: usize,
+    /// Threads that read queued files' blocks (at least 1), so that disk reads never run
+    /// on the loop thread; a slow disk delays only the files being read.
+    pub file_readers: usize,
 }
 
 impl Default for ReactorConfig {
@@ -84,6 +87,7 @@ impl Default for ReactorConfig {
             event_queue: 4096,
             max_timers: 1 << 20,
             handshakes_per_turn: 4,
+            file_readers: 2,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Core<H: Handler> {
     pub(crate) dead: Vec<ConnId>,
     pub(crate) timers: Timers<H::Event, H::Completion>,
     pub(crate) pool: Pool<H::Completion>,
+    /// Reads file blocks for output queues (see output.rs).
+    pub(crate) files: Pool<crate::output::BlockDone>,
     pub(crate) events: EventQueue<H::Event>,
     pub(crate) registry: mio::Registry,
     pub(crate) cfg: ReactorConfig,
@@ -116,6 +122,7 @@ impl<H: Handler> Core<H> {
         cfg: ReactorConfig,
         stats: Arc<crate::ReactorStats>,
         pool: Pool<H::Completion>,
+        files: Pool<crate::output::BlockDone>,
         events: EventQueue<H::Event>,
         registry: mio::Registry,
     ) -> Core<H> {
@@ -128,6 +135,7 @@ impl<H: Handler> Core<H> {
             dead: Vec::new(),
             timers: Timers::new(&cfg, now),
             pool,
+            files,
             events,
             registry,
             cfg,

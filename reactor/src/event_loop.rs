@@ -20,7 +20,7 @@ use crate::endpoint::{CloseReason, ConnId, EndpointKind, Phase};
 use crate::errors::{IoClass, classify};
 use crate::events::{EVENTS_PER_TURN, EventQueue, EventSender};
 use crate::handler::Handler;
-use crate::output::Flushed;
+use crate::output::{BlockDone, Flushed};
 use crate::pool::{Done, Pool};
 use crate::stats::ReactorStats;
 use crate::timers::MAX_ENDPOINT_SLOT;
@@ -59,6 +59,8 @@ pub struct Reactor<H: Handler> {
     /// TLS handshake steps left this turn.
     handshake_budget: usize,
     completions: Vec<Done<H::Completion>>,
+    /// File blocks read off the loop, taken each wake-up.
+    blocks: Vec<Done<BlockDone>>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     pub(crate) fired: Vec<u32>,
@@ -77,14 +79,19 @@ impl<H: Handler> Reactor<H> {
     ) -> io::Result<Reactor<H>> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let pool = Pool::new(cfg.workers.max(1), Arc::clone(&waker))?;
+        let pool = Pool::new(cfg.workers.max(1), "actionwire-worker", Arc::clone(&waker))?;
+        let files = Pool::new(
+            cfg.file_readers.max(1),
+            "actionwire-file",
+            Arc::clone(&waker),
+        )?;
         let events = EventQueue::new(cfg.event_queue, Arc::clone(&waker));
         let cfg = ReactorConfig {
             max_connections: cfg.max_connections.clamp(1, MAX_ENDPOINT_SLOT),
             ..cfg
         };
         let registry = poll.registry().try_clone()?;
-        let core = Core::new(cfg, stats, pool, events, registry);
+        let core = Core::new(cfg, stats, pool, files, events, registry);
         Ok(Reactor {
             poll,
             events: Some(Events::with_capacity(1024)),
@@ -95,6 +102,7 @@ impl<H: Handler> Reactor<H> {
             read_buf: vec![0; READ_BUF],
             handshake_budget: 0,
             completions: Vec::new(),
+            blocks: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             fired: Vec::new(),
@@ -160,6 +168,8 @@ impl<H: Handler> Reactor<H> {
             // Jobs created this turn go to the workers in one hand-off.
             self.core.pool.dispatch();
             self.flush_dirty();
+            // File reads asked for while flushing go to the readers in one hand-off.
+            self.core.files.dispatch();
             self.reap_dead();
             self.core.stats.record_turn(self.core.now.elapsed());
             if self.core.shutting_down && self.core.endpoints.is_empty() {
@@ -240,6 +250,7 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.completions = done;
+        self.file_blocks_read();
         if !self.core.events.is_behind() {
             return; // the common wake-up: completions only
         }
@@ -449,6 +460,33 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// File blocks the readers finished: each goes in front of its queue, which is then
+    /// flushed this turn. A block for an endpoint that is gone is dropped (with its file).
+    fn file_blocks_read(&mut self) {
+        self.core.files.shared.drain(&mut self.blocks);
+        let mut blocks = std::mem::take(&mut self.blocks);
+        for (id, result) in blocks.drain(..) {
+            let Some(ep) = self.core.ep_mut(id) else {
+                continue;
+            };
+            let put = match result {
+                Ok(done) => ep.out.block_read(done),
+                Err(panic) => Err(io::Error::other(format!(
+                    "file reader panicked: {}",
+                    panic.message
+                ))),
+            };
+            match put {
+                Ok(()) => self.core.mark_dirty(id),
+                Err(e) => {
+                    let class = classify(&e);
+                    self.io_failed(id, &e, class);
+                }
+            }
+        }
+        self.blocks = blocks;
+    }
+
     fn io_failed(&mut self, id: ConnId, e: &io::Error, class: IoClass) {
         let Some(ep) = self.core.ep(id) else {
             return;
@@ -508,9 +546,18 @@ impl<H: Handler> Reactor<H> {
         if ep.out.queued() <= soft {
             ep.over_soft_since = None; // its timer finds nothing due and relinks
         }
+        // A file's next block is read off the loop while the socket takes what is queued.
+        if let Some(read) = ep.out.take_block_read() {
+            self.core.files.spawn(id, Box::new(move || read.run()));
+        }
+        let Some(ep) = self.core.ep_mut(id) else {
+            return;
+        };
         match state {
             Flushed::Blocked => ep.writable = false,
             Flushed::Budget => self.core.mark_dirty(id),
+            // The block being read comes back through `file_blocks_read`.
+            Flushed::Stalled => {}
             Flushed::Drained => {
                 if let Some(reason) = draining {
                     return self.begin_linger(id, reason);

@@ -4,6 +4,11 @@
 //! replies becomes one write), broadcasts as shared `Arc<[u8]>` chunks encoded once for every
 //! member, and files as lazily read chunks so a large file is streamed, never held whole.
 //! An empty queue holds no allocation.
+//!
+//! A file's blocks are never read here: when the front is a file chunk whose block has gone
+//! out, [`OutQueue::flush`] stops with [`Flushed::Stalled`], the loop takes a [`BlockRead`]
+//! (the file and a buffer) to a reader thread, and gives the result back with
+//! [`OutQueue::block_read`]. A slow disk delays that connection's file, never the loop.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -24,11 +29,51 @@ enum Chunk {
 }
 
 struct FileChunk {
-    file: File,
+    /// `None` while a reader thread holds it for the next block.
+    file: Option<File>,
     /// Bytes of the file not read yet.
     remaining: u64,
     /// The block read ahead (empty until this chunk reaches the front).
     block: Vec<u8>,
+}
+
+/// The next block of the file at the front of a queue, to be read off the loop
+/// ([`BlockRead::run`] on a reader thread).
+#[derive(Debug)]
+pub struct BlockRead {
+    file: File,
+    want: usize,
+    buf: Vec<u8>,
+}
+
+/// A block read by [`BlockRead::run`], for [`OutQueue::block_read`].
+#[derive(Debug)]
+pub struct BlockDone {
+    file: File,
+    block: io::Result<Vec<u8>>,
+}
+
+impl BlockRead {
+    /// Reads up to one block (blocking: run it on a reader thread, never on the loop).
+    pub fn run(self) -> BlockDone {
+        let BlockRead {
+            mut file,
+            want,
+            mut buf,
+        } = self;
+        buf.resize(want, 0);
+        let block = loop {
+            match file.read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    break Ok(buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        BlockDone { file, block }
+    }
 }
 
 impl Chunk {
@@ -51,6 +96,16 @@ pub enum Flushed {
     Blocked,
     /// The per-turn byte budget ran out: continue next turn.
     Budget,
+    /// The front is a file whose next block must be read first ([`OutQueue::take_block_read`]).
+    Stalled,
+}
+
+/// What the front of the queue holds.
+enum Front {
+    Empty,
+    Ready,
+    /// A file chunk whose next block has not been read.
+    NeedsBlock,
 }
 
 /// Outcome of queueing output, for the loop to enforce its limits.
@@ -131,10 +186,58 @@ impl OutQueue {
         }
         self.files += 1;
         self.chunks.push_back(Chunk::File(FileChunk {
-            file,
+            file: Some(file),
             remaining: len,
             block: Vec::new(),
         }));
+    }
+
+    /// The read the front file chunk waits for, if it waits for one nobody is doing yet
+    /// (after [`Flushed::Stalled`]). The file travels with it and comes back in
+    /// [`OutQueue::block_read`].
+    pub fn take_block_read(&mut self) -> Option<BlockRead> {
+        let head = self.head;
+        match self.chunks.front_mut() {
+            Some(Chunk::File(f)) if head == f.block.len() && f.remaining > 0 => {
+                let file = f.file.take()?;
+                let want = FILE_BLOCK.min(usize::try_from(f.remaining).unwrap_or(FILE_BLOCK));
+                let mut buf = std::mem::take(&mut f.block);
+                buf.clear();
+                self.head = 0; // the block went out whole; the next one starts afresh
+                Some(BlockRead { file, want, buf })
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts a read block in front. An error, or a file that ended early (it shrank while
+    /// being served), cannot be completed: the caller closes the connection.
+    pub fn block_read(&mut self, done: BlockDone) -> io::Result<()> {
+        let Some(Chunk::File(f)) = self.chunks.front_mut() else {
+            debug_assert!(
+                false,
+                "a block came back for a queue without a file in front"
+            );
+            return Err(io::Error::other("file block for an unexpected queue"));
+        };
+        debug_assert!(
+            f.file.is_none(),
+            "a block came back for a file not being read"
+        );
+        f.file = Some(done.file);
+        let block = done.block?;
+        if block.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            ));
+        }
+        let n = block.len();
+        f.remaining = f.remaining.saturating_sub(n as u64);
+        f.block = block;
+        self.head = 0;
+        self.queued += n;
+        Ok(())
     }
 
     /// Drops everything queued.
@@ -149,9 +252,13 @@ impl OutQueue {
             if written >= budget {
                 return Ok((Flushed::Budget, written));
             }
-            if !self.load_front()? {
-                self.release();
-                return Ok((Flushed::Drained, written));
+            match self.load_front() {
+                Front::Empty => {
+                    self.release();
+                    return Ok((Flushed::Drained, written));
+                }
+                Front::NeedsBlock => return Ok((Flushed::Stalled, written)),
+                Front::Ready => {}
             }
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n_slices = 0;
@@ -192,12 +299,11 @@ impl OutQueue {
         }
     }
 
-    /// Makes sure the front chunk has bytes to write (reading the next file block if needed),
-    /// dropping finished chunks. Returns false when the queue is empty.
-    fn load_front(&mut self) -> io::Result<bool> {
+    /// Drops finished chunks and says whether the front has bytes to write.
+    fn load_front(&mut self) -> Front {
         loop {
             let Some(front) = self.chunks.front_mut() else {
-                return Ok(false);
+                return Front::Empty;
             };
             match front {
                 Chunk::File(f) if self.head == f.block.len() => {
@@ -205,24 +311,10 @@ impl OutQueue {
                         self.pop_front();
                         continue;
                     }
-                    let want = FILE_BLOCK.min(usize::try_from(f.remaining).unwrap_or(FILE_BLOCK));
-                    f.block.resize(want, 0);
-                    let n = f.file.read(&mut f.block)?;
-                    if n == 0 {
-                        // The file shrank while being served: the stream cannot be completed.
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shrank while being sent",
-                        ));
-                    }
-                    f.block.truncate(n);
-                    f.remaining -= n as u64;
-                    self.head = 0;
-                    self.queued += n;
-                    return Ok(true);
+                    return Front::NeedsBlock;
                 }
                 _ if self.head == front.bytes().len() => self.pop_front(),
-                _ => return Ok(true),
+                _ => return Front::Ready,
             }
         }
     }
@@ -271,6 +363,27 @@ impl OutQueue {
 mod tests {
     use super::*;
 
+    /// Flushes, doing each file block read inline (as the loop's reader threads would).
+    fn flush_reading<W: Write>(
+        q: &mut OutQueue,
+        w: &mut W,
+        budget: usize,
+    ) -> io::Result<(Flushed, usize)> {
+        loop {
+            let (state, n) = q.flush(w, budget)?;
+            if state != Flushed::Stalled {
+                return Ok((state, n));
+            }
+            let read = q
+                .take_block_read()
+                .expect("a stalled queue has a read to do");
+            // While the block is out being read, the queue waits (and holds together).
+            assert_eq!(q.flush(w, budget)?.0, Flushed::Stalled);
+            assert!(q.take_block_read().is_none(), "one read at a time");
+            q.block_read(read.run())?;
+        }
+    }
+
     /// A writer that accepts at most `cap` bytes per call and `limit` bytes in all.
     struct Trickle {
         got: Vec<u8>,
@@ -315,13 +428,13 @@ mod tests {
             cap: 7777,
             limit: 50_000,
         };
-        let (state, _) = q.flush(&mut w, usize::MAX).expect("flush");
+        let (state, _) = flush_reading(&mut q, &mut w, usize::MAX).expect("flush");
         assert_eq!(state, Flushed::Blocked);
         assert!(q.queued() <= FILE_BLOCK, "file is streamed, not buffered");
         w.limit = usize::MAX;
-        let (state, _) = q.flush(&mut w, 1000).expect("flush");
+        let (state, _) = flush_reading(&mut q, &mut w, 1000).expect("flush");
         assert_eq!(state, Flushed::Budget);
-        let (state, _) = q.flush(&mut w, usize::MAX).expect("flush");
+        let (state, _) = flush_reading(&mut q, &mut w, usize::MAX).expect("flush");
         assert_eq!(state, Flushed::Drained);
         assert_eq!(w.got, expected);
         assert_eq!(q.queued(), 0);
@@ -445,7 +558,7 @@ mod tests {
             limit: 10,
         };
         assert_eq!(
-            q.flush(&mut w, usize::MAX).expect("flush").0,
+            flush_reading(&mut q, &mut w, usize::MAX).expect("flush").0,
             Flushed::Blocked
         );
         assert_eq!(
@@ -453,6 +566,56 @@ mod tests {
             64 * 1024 - 10,
             "one block in memory, minus what went out"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_file_block_is_never_read_by_flush_but_handed_out_once() {
+        let dir = std::env::temp_dir().join(format!("aw-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("f.bin");
+        std::fs::write(&path, b"file body").expect("write file");
+        let mut q = OutQueue::default();
+        q.push_bytes(b"before ");
+        q.push_file(File::open(&path).expect("open"), 9);
+        q.push_bytes(b" after");
+        let mut w = FailOnce {
+            first: None,
+            got: Vec::new(),
+        };
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled
+        );
+        assert_eq!(w.got, b"before ", "what precedes the file goes out");
+        let read = q.take_block_read().expect("the block to read");
+        assert!(q.take_block_read().is_none(), "one read at a time");
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled,
+            "still waiting: nothing after the file jumps ahead"
+        );
+        q.block_read(read.run()).expect("block");
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Drained
+        );
+        assert_eq!(w.got, b"before file body after");
+        // A file that turns out shorter than announced cannot be completed.
+        q.push_file(File::open(&path).expect("open"), 20);
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled
+        );
+        let read = q.take_block_read().expect("read");
+        q.block_read(read.run()).expect("the 9 bytes there are");
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled
+        );
+        let read = q.take_block_read().expect("read");
+        let err = q.block_read(read.run()).expect_err("the file ended early");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         std::fs::remove_dir_all(&dir).ok();
     }
 

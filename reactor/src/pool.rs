@@ -120,7 +120,8 @@ pub(crate) struct Pool<C> {
 }
 
 impl<C: Send + 'static> Pool<C> {
-    pub(crate) fn new(threads: usize, waker: Arc<Waker>) -> std::io::Result<Pool<C>> {
+    /// `threads` threads named `<name>-<i>`.
+    pub(crate) fn new(threads: usize, name: &str, waker: Arc<Waker>) -> std::io::Result<Pool<C>> {
         debug_assert!(threads > 0);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -137,7 +138,7 @@ impl<C: Send + 'static> Pool<C> {
         for i in 0..threads {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
-                .name(format!("actionwire-worker-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || worker(&shared))?;
         }
         Ok(Pool {
@@ -227,7 +228,7 @@ mod tests {
     fn dropping_the_pool_ends_its_idle_workers() {
         let poll = mio::Poll::new().expect("poll");
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
-        let mut pool: Pool<u64> = Pool::new(2, waker).expect("pool");
+        let mut pool: Pool<u64> = Pool::new(2, "test-worker", waker).expect("pool");
         pool.spawn(ConnId::new(1, 1), Box::new(|| 7));
         pool.dispatch();
         let shared = Arc::downgrade(&pool.shared);

@@ -265,8 +265,11 @@ impl Tls {
                 }
                 return Ok((Flushed::Drained, written));
             }
-            queue.flush(&mut PlaintextSink(tls), usize::MAX)?;
+            let (state, _) = queue.flush(&mut PlaintextSink(tls), usize::MAX)?;
             if !tls.wants_write() {
+                if state == Flushed::Stalled {
+                    return Ok((Flushed::Stalled, written)); // a file block is being read
+                }
                 // rustls took nothing and has nothing to send: only possible if its limit is
                 // zero. Never spin on it.
                 debug_assert!(

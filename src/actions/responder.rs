@@ -24,7 +24,7 @@ pub(crate) struct Call {
     pub action: Arc<str>,
     pub format: ReplyFormat,
     pub started: Instant,
-    pub completer: Completer<Done>,
+    pub completer: Completer<crate::session::Completion>,
 }
 
 /// The meeting point of an action that returned and its responder.
@@ -94,7 +94,8 @@ impl Shared {
                     reply,
                     effects: None,
                 };
-                call.completer.complete(call.conn, done);
+                call.completer
+                    .complete(call.conn, crate::session::Completion::Action(done));
             }
             Handoff::Answered(_) | Handoff::Closed => {
                 log::debug!("a late answer of action `{}` ignored", self.action);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actionwire_reactor::{ConnId, JobPanic};
 use serde_json::{Map, Value};
 
-use super::{AppCore, State};
+use super::{AppCore, Completion, State};
 use crate::actions::{Done, Reply, ReplyFormat};
 use crate::upstream::{Caller, reply_of};
 
@@ -76,7 +76,9 @@ impl State {
                     };
                     match when {
                         Delivery::Now => self.action_done(core, conn, Ok::<Done, JobPanic>(done)),
-                        Delivery::NextTurn => core.defer(conn, Duration::ZERO, done),
+                        Delivery::NextTurn => {
+                            core.defer(conn, Duration::ZERO, Completion::Action(done))
+                        }
                     }
                 }
                 Caller::Documentation => self.upstream_documentation(reply),

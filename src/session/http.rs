@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use actionwire_proto::http::{Head, Parsed, parse, reason};
 
-use super::{AppCore, Session, State};
+use super::{AppCore, Completion, Session, State};
 use crate::actions::{ConnectionInfo, Job, ReplyFormat};
 use crate::metrics::{Gauges, Refusal};
 use crate::process::ProcessStats;
@@ -350,7 +350,7 @@ impl State {
                     api: std::sync::Arc::clone(&self.api),
                     format: ReplyFormat::Http,
                 };
-                core.spawn(id, move || job.run());
+                core.spawn(id, move || Completion::Action(job.run()));
             }
             _ => self.forward(core, id, name, &params, (peer, uuid), ReplyFormat::Http),
         }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{AppCore, Session, State};
+use super::{AppCore, Completion, Session, State};
 use crate::actions::{Job, MessageId, ReplyFormat};
 use crate::connection::{ConnectionInfo, ConnectionState};
 use crate::metrics::Refusal;
@@ -388,7 +388,7 @@ impl State {
                 );
                 self.flush_out(core, id);
             }
-            Verb::File => self.file(core, id, args, count, mid),
+            Verb::File => return self.file(core, id, args, count, mid),
         }
         Flow::Continue
     }
@@ -428,7 +428,10 @@ impl State {
         }
     }
 
-    fn file(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) {
+    /// `file`: the file is resolved, opened and checked on a worker (a slow disk never
+    /// holds the loop); the connection's later lines wait for it, so replies keep their
+    /// order. Its blocks are read off the loop too, by the reactor's file readers.
+    fn file(&mut self, core: &mut AppCore, id: ConnId, args: &str, count: u64, mid: &str) -> Flow {
         let sticky;
         let path = if args.is_empty() {
             sticky = socket(core, id)
@@ -442,14 +445,39 @@ impl State {
         if core.queued_files(id) >= MAX_QUEUED_FILES {
             let text =
                 format!("too many files queued on this connection (limit {MAX_QUEUED_FILES})");
-            return self.error(core, id, &text, count, mid);
+            self.error(core, id, &text, count, mid);
+            return Flow::Continue;
         }
-        match self.public.open(path) {
+        let public = Arc::clone(&self.public);
+        let (path, mid) = (path.to_owned(), mid.to_owned());
+        core.spawn(id, move || {
+            Completion::File(crate::files::Opened::open(&public, &path, count, mid))
+        });
+        Flow::Pause
+    }
+
+    /// The `file` verb's file, opened off the loop: queued (or `That file is not found`),
+    /// then the lines that waited behind it are read.
+    pub(super) fn file_opened(
+        &mut self,
+        scan: &ScanConfig,
+        core: &mut AppCore,
+        id: ConnId,
+        opened: crate::files::Opened,
+    ) {
+        match opened.file {
             Some((file, len)) => {
                 core.send_file(id, file, len);
             }
-            None => self.error(core, id, "That file is not found", count, mid),
+            None => self.error(
+                core,
+                id,
+                "That file is not found",
+                opened.count,
+                &opened.mid,
+            ),
         }
+        self.resume_lines(scan, core, id);
     }
 
     /// Dispatches an action call (the protocol reference's "Actions"): refusals are answered here, in the order
@@ -541,7 +569,7 @@ impl State {
             let done = job.run();
             self.action_done(core, id, Ok(done));
         } else {
-            core.spawn(id, move || job.run());
+            core.spawn(id, move || Completion::Action(job.run()));
         }
     }
 }

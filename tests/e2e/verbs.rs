@@ -264,16 +264,45 @@ mod files {
         }
     }
 
+    both! {
+        fn files_opened_off_the_loop_keep_their_place_among_pipelined_lines(t) {
+            let (_guard, dir) = public();
+            let d2 = dir.clone();
+            let srv = TestServer::over_with(t, move |c| c.general.paths.public = vec![d2]);
+            let mut c = srv.client();
+            // Each `file` is opened on a worker; the lines after it wait for it.
+            c.send_raw(
+                b"paramAdd key=abc\nfile hello.txt\nparamView key\nfile missing.txt\nfile hello.txt\nparamsView\n",
+            );
+            assert_eq!(c.json()["messageCount"], 1);
+            assert_eq!(c.bytes(12), b"hello world\n");
+            let r = c.json();
+            assert_eq!((r["data"].clone(), r["messageCount"].clone()), (json!("abc"), json!(3)));
+            let r = c.json();
+            assert_eq!(error_text(&r), "That file is not found");
+            assert_eq!(r["messageCount"], 4);
+            assert_eq!(c.bytes(12), b"hello world\n");
+            assert_eq!(c.json()["messageCount"], 6);
+        }
+    }
+
     #[test]
     fn queued_files_per_connection_are_capped() {
         let (_guard, dir) = public();
+        // Larger than the socket buffers can take: it stays queued while the client does
+        // not read, and the small files queue behind it.
+        let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(dir.join("big.bin"), &big).expect("write");
         let d2 = dir.clone();
         let srv = TestServer::with(move |c| c.general.paths.public = vec![d2]);
         let mut c = srv.client();
         // 100 file requests in one write, none read yet: 64 are queued, the rest refused.
-        c.send_raw("file hello.txt\n".repeat(100).as_bytes());
+        let mut burst = "file big.bin\n".to_owned();
+        burst.push_str(&"file hello.txt\n".repeat(99));
+        c.send_raw(burst.as_bytes());
         c.send("paramsView");
-        for _ in 0..64 {
+        assert!(c.bytes(big.len()) == big, "the big file first, intact");
+        for _ in 2..=64 {
             assert_eq!(c.bytes(12), b"hello world\n");
         }
         for n in 65..=100 {

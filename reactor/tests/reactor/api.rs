@@ -70,6 +70,35 @@ fn shared_and_file_output_arrive_and_refuse_closed_endpoints() {
 }
 
 #[test]
+fn a_file_that_cannot_be_read_yet_holds_up_only_its_own_connection() {
+    let h = Harness::default();
+    let mut slow = client(h.plain);
+    let slow_id = h.opened(EndpointKind::Accepted);
+    let mut other = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    // A pipe stands for a disk that takes its time: reading it blocks until the test writes.
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
+    h.send(Ev::SendOpenFile(slow_id, file, 10));
+    assert!(matches!(h.next(), Report::Sent(i, true) if i == slow_id));
+    h.send(Ev::Send(slow_id, b"after\n".to_vec()));
+    // The loop serves everyone else meanwhile (a read on the loop thread would hang here).
+    for line in ["one", "two", "three"] {
+        say(&mut other, line);
+        assert_eq!(
+            read_n(&mut other, line.len() + 1),
+            format!("{line}\n").as_bytes()
+        );
+    }
+    std::io::Write::write_all(&mut writer, b"0123456789").expect("write");
+    assert_eq!(
+        read_n(&mut slow, 16),
+        b"0123456789after\n",
+        "in order, the file first"
+    );
+}
+
+#[test]
 fn paused_reading_leaves_input_in_the_socket_until_resumed() {
     let h = Harness::default();
     let mut c = client(h.plain);

@@ -47,6 +47,8 @@ pub enum Ev {
     SendShared(ConnId, Vec<u8>),
     /// Queues a file; reports `Sent`, then `Queued` with the queue as it is right after.
     SendFile(ConnId, std::path::PathBuf),
+    /// Queues `len` bytes of an open file (a pipe, say); reports `Sent`.
+    SendOpenFile(ConnId, std::fs::File, u64),
     /// `Core::touch`.
     Touch(ConnId),
     /// `Core::resume_reading`.
@@ -354,6 +356,10 @@ impl Handler for Toy {
                 let sent = core.send_file(id, file, len);
                 self.report(Report::Sent(id, sent));
                 self.report(Report::Queued(core.queued_bytes(id), core.queued_files(id)));
+            }
+            Ev::SendOpenFile(id, file, len) => {
+                let sent = core.send_file(id, file, len);
+                self.report(Report::Sent(id, sent));
             }
             Ev::Touch(id) => core.touch(id),
             Ev::Resume(id) => core.resume_reading(id),
