@@ -33,8 +33,18 @@ struct FileChunk {
     file: Option<File>,
     /// Bytes of the file not read yet.
     remaining: u64,
-    /// The block read ahead (empty until this chunk reaches the front).
+    /// The block being written (empty until this chunk reaches the front).
     block: Vec<u8>,
+    /// The next block, read while `block` is written (so the socket need not wait for the
+    /// reader after each block).
+    ahead: Option<Vec<u8>>,
+}
+
+impl FileChunk {
+    /// Bytes of this file still to come after the current block.
+    fn more(&self) -> bool {
+        self.remaining > 0 || self.ahead.is_some()
+    }
 }
 
 /// The next block of the file at the front of a queue, to be read off the loop
@@ -189,30 +199,34 @@ impl OutQueue {
             file: Some(file),
             remaining: len,
             block: Vec::new(),
+            ahead: None,
         }));
     }
 
-    /// The read the front file chunk waits for, if it waits for one nobody is doing yet
-    /// (after [`Flushed::Stalled`]). The file travels with it and comes back in
-    /// [`OutQueue::block_read`].
+    /// The read of the front file chunk's next block, if one is due and nobody is doing it:
+    /// its first block, or the one after the block being written (read ahead). The file
+    /// travels with it and comes back in [`OutQueue::block_read`]. At most one block waits
+    /// in memory ahead of the one being written.
     pub fn take_block_read(&mut self) -> Option<BlockRead> {
-        let head = self.head;
         match self.chunks.front_mut() {
-            Some(Chunk::File(f)) if head == f.block.len() && f.remaining > 0 => {
+            Some(Chunk::File(f)) if f.remaining > 0 && f.ahead.is_none() => {
                 let file = f.file.take()?;
                 let want = FILE_BLOCK.min(usize::try_from(f.remaining).unwrap_or(FILE_BLOCK));
-                let mut buf = std::mem::take(&mut f.block);
-                buf.clear();
-                self.head = 0; // the block went out whole; the next one starts afresh
-                Some(BlockRead { file, want, buf })
+                Some(BlockRead {
+                    file,
+                    want,
+                    buf: Vec::new(),
+                })
             }
             _ => None,
         }
     }
 
-    /// Puts a read block in front. An error, or a file that ended early (it shrank while
-    /// being served), cannot be completed: the caller closes the connection.
+    /// Takes a read block: it becomes the block being written if that one has gone out,
+    /// else the block ahead. An error, or a file that ended early (it shrank while being
+    /// served), cannot be completed: the caller closes the connection.
     pub fn block_read(&mut self, done: BlockDone) -> io::Result<()> {
+        let head = self.head;
         let Some(Chunk::File(f)) = self.chunks.front_mut() else {
             debug_assert!(
                 false,
@@ -224,6 +238,7 @@ impl OutQueue {
             f.file.is_none(),
             "a block came back for a file not being read"
         );
+        debug_assert!(f.ahead.is_none(), "a block read while one waits ahead");
         f.file = Some(done.file);
         let block = done.block?;
         if block.is_empty() {
@@ -234,9 +249,13 @@ impl OutQueue {
         }
         let n = block.len();
         f.remaining = f.remaining.saturating_sub(n as u64);
-        f.block = block;
-        self.head = 0;
-        self.queued += n;
+        if head == f.block.len() {
+            f.block = block;
+            self.head = 0;
+            self.queued += n;
+        } else {
+            f.ahead = Some(block);
+        }
         Ok(())
     }
 
@@ -275,7 +294,7 @@ impl OutQueue {
                 };
                 slices[n_slices] = IoSlice::new(bytes);
                 n_slices += 1;
-                if matches!(chunk, Chunk::File(f) if f.remaining > 0) {
+                if matches!(chunk, Chunk::File(f) if f.more()) {
                     break;
                 }
             }
@@ -307,6 +326,12 @@ impl OutQueue {
             };
             match front {
                 Chunk::File(f) if self.head == f.block.len() => {
+                    if let Some(next) = f.ahead.take() {
+                        self.queued += next.len();
+                        f.block = next;
+                        self.head = 0;
+                        return Front::Ready;
+                    }
                     if f.remaining == 0 {
                         self.pop_front();
                         continue;
@@ -343,7 +368,7 @@ impl OutQueue {
             n -= left;
             match front {
                 // A file chunk stays until all of it was read and written.
-                Chunk::File(f) if f.remaining > 0 => self.head = f.block.len(),
+                Chunk::File(f) if f.more() => self.head = f.block.len(),
                 _ => self.pop_front(),
             }
         }
@@ -616,6 +641,59 @@ mod tests {
         let read = q.take_block_read().expect("read");
         let err = q.block_read(read.run()).expect_err("the file ended early");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_next_block_is_read_while_one_is_written() {
+        let dir = std::env::temp_dir().join(format!("aw-ahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("f.bin");
+        let content: Vec<u8> = (0..(2 * FILE_BLOCK + 100) as u32)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        std::fs::write(&path, &content).expect("write file");
+        let mut q = OutQueue::default();
+        q.push_file(File::open(&path).expect("open"), content.len() as u64);
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: usize::MAX,
+            limit: 1000,
+        };
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled
+        );
+        let first = q.take_block_read().expect("the first block");
+        q.block_read(first.run()).expect("first");
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Blocked
+        );
+        // Block one is being written: block two is read meanwhile, and no third yet.
+        let second = q.take_block_read().expect("read ahead");
+        q.block_read(second.run()).expect("second");
+        assert!(q.take_block_read().is_none(), "one block ahead at most");
+        assert_eq!(
+            q.queued(),
+            FILE_BLOCK - 1000,
+            "the block ahead is not counted yet"
+        );
+        w.limit = usize::MAX;
+        // Block one goes out, block two follows without waiting; then the third is due.
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Stalled
+        );
+        assert_eq!(w.got.len(), 2 * FILE_BLOCK);
+        let third = q.take_block_read().expect("the last block");
+        q.block_read(third.run()).expect("third");
+        assert_eq!(
+            q.flush(&mut w, usize::MAX).expect("flush").0,
+            Flushed::Drained
+        );
+        assert!(w.got == content, "every byte, in order");
+        assert_eq!((q.queued(), q.files()), (0, 0));
         std::fs::remove_dir_all(&dir).ok();
     }
 
