@@ -5,9 +5,12 @@
 //! the loop asks a transport to [`read`](Transport::read) one step, to
 //! [`flush`](Transport::flush) an output queue, whether it is still handshaking or has
 //! records to write, and to [`close`](Transport::close); it never touches rustls itself.
-//! Another way of driving TLS (rustls's unbuffered API, say) is a new variant here.
 //!
-//! TLS is driven by hand, never through rustls's blocking helpers: `read_tls` (at most one
+//! Accepted endpoints speak TLS through rustls's unbuffered API (`server_tls.rs`: no buffer
+//! is held by an idle connection); outbound ones, which are few, through its buffered API
+//! (below).
+//!
+//! The buffered side is driven by hand, never through rustls's blocking helpers: `read_tls` (at most one
 //! socket read per step) then `process_new_packets`; alerts are flushed before a failed
 //! connection is dropped; plaintext already buffered inside rustls is handed out before the
 //! socket is read again (after the handshake a client's first request often arrives in the
@@ -21,13 +24,19 @@ use rustls::pki_types::ServerName;
 
 use crate::output::{Flushed, OutQueue};
 
+mod server_tls;
+use server_tls::ServerTls;
+
 /// Bytes written per endpoint per flush before it is requeued (fairness).
 pub(crate) const WRITE_BUDGET: usize = 1 << 20;
 
 /// How bytes reach the application: directly, or through rustls.
 pub(crate) enum Transport {
     Plain,
+    /// An outbound endpoint's TLS (rustls's buffered API).
     Tls(Box<Tls>),
+    /// An accepted endpoint's TLS (rustls's unbuffered API).
+    ServerTls(Box<ServerTls>),
 }
 
 /// A rustls connection (either side) and what the loop needs to know about it.
@@ -71,8 +80,7 @@ pub(crate) enum ReadError {
 impl Transport {
     /// A TLS server transport for an accepted endpoint.
     pub(crate) fn server(cfg: Arc<rustls::ServerConfig>) -> Result<Transport, rustls::Error> {
-        let conn = rustls::ServerConnection::new(cfg)?;
-        Ok(Transport::tls(rustls::Connection::Server(conn)))
+        Ok(Transport::ServerTls(Box::new(ServerTls::new(cfg)?)))
     }
 
     /// A TLS client transport for an outbound endpoint; its ClientHello is ready to flush.
@@ -95,7 +103,7 @@ impl Transport {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::ServerTls(_))
     }
 
     /// A TLS handshake is still in progress: no application bytes flow yet.
@@ -103,6 +111,7 @@ impl Transport {
         match self {
             Transport::Plain => false,
             Transport::Tls(t) => t.conn.is_handshaking(),
+            Transport::ServerTls(t) => t.is_handshaking(),
         }
     }
 
@@ -111,6 +120,7 @@ impl Transport {
         match self {
             Transport::Plain => false,
             Transport::Tls(t) => t.conn.wants_write(),
+            Transport::ServerTls(t) => t.wants_write(),
         }
     }
 
@@ -119,6 +129,7 @@ impl Transport {
         match self {
             Transport::Plain => false,
             Transport::Tls(t) => t.plaintext > 0,
+            Transport::ServerTls(t) => t.has_plaintext(),
         }
     }
 
@@ -131,6 +142,7 @@ impl Transport {
         match self {
             Transport::Plain => plain_read(stream, buf).map_err(ReadError::Io),
             Transport::Tls(t) => t.read(stream, buf),
+            Transport::ServerTls(t) => t.read(stream, buf),
         }
     }
 
@@ -155,14 +167,17 @@ impl Transport {
                 let app = (!t.conn.is_handshaking()).then_some(out);
                 t.flush(stream, app)
             }
+            Transport::ServerTls(t) => t.flush(stream, out),
         }
     }
 
     /// The stream ends after what is queued: TLS sends `close_notify` when a flush has
     /// written the whole queue. (A plain stream's end is the loop's FIN after the drain.)
     pub(crate) fn close(&mut self) {
-        if let Transport::Tls(t) = self {
-            t.closing = true;
+        match self {
+            Transport::Plain => {}
+            Transport::Tls(t) => t.closing = true,
+            Transport::ServerTls(t) => t.close(),
         }
     }
 }
