@@ -534,6 +534,58 @@ mod tests {
         assert!(!server.t.wants_write());
     }
 
+    fn held(side: &Side) -> usize {
+        match &side.t {
+            Transport::ServerTls(t) => t.held(),
+            _ => panic!("not a server transport"),
+        }
+    }
+
+    #[test]
+    fn an_idle_server_connection_holds_no_buffer() {
+        let (mut server, mut client) = connected();
+        assert_eq!(held(&server), 0, "after the handshake");
+        client.out.push_bytes(&[b'q'; 40_000]);
+        client.flush().expect("flush");
+        client.send_to(&mut server);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < 40_000 {
+            got += server.read(&mut buf).plain;
+        }
+        server.out.push_bytes(&[b'r'; 70_000]);
+        assert_eq!(server.flush().expect("flush").0, Flushed::Drained);
+        assert_eq!(held(&server), 0, "after 40 kB in and 70 kB out");
+        // A socket that takes nothing: the ciphertext waits with the connection, and is
+        // let go of once written.
+        server
+            .wire
+            .write_errors
+            .push_back(io::ErrorKind::WouldBlock);
+        server.out.push_bytes(b"later");
+        assert_eq!(server.flush().expect("flush").0, Flushed::Blocked);
+        assert!(held(&server) > 0 && server.t.wants_write());
+        assert_eq!(server.flush().expect("flush").0, Flushed::Drained);
+        assert_eq!(held(&server), 0);
+    }
+
+    #[test]
+    fn a_record_split_across_reads_is_kept_until_its_end_arrives() {
+        let (mut server, mut client) = connected();
+        client.out.push_bytes(b"split in two");
+        client.flush().expect("flush");
+        let record: Vec<u8> = client.wire.output.drain(..).collect();
+        let mut buf = [0u8; 64];
+        server.wire.input.extend(&record[..7]);
+        let step = server.read(&mut buf);
+        assert_eq!((step.wire, step.plain), (7, 0));
+        assert!(held(&server) > 0, "the record's start is kept");
+        server.wire.input.extend(&record[7..]);
+        let step = server.read(&mut buf);
+        assert_eq!(&buf[..step.plain], b"split in two");
+        assert_eq!(held(&server), 0);
+    }
+
     #[test]
     fn plaintext_beyond_the_buffer_is_handed_out_before_the_socket_is_read_again() {
         let (mut server, mut client) = connected();

@@ -100,6 +100,12 @@ impl ServerTls {
         self.closing = true;
     }
 
+    /// Bytes of buffer this connection holds (zero while idle).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.incoming.capacity() + self.outgoing.capacity() + self.plaintext.capacity()
+    }
+
     /// One step: plaintext held back from an earlier step if any, else at most one socket
     /// read, every complete record processed, application bytes into the front of `buf`.
     pub(crate) fn read<S: Read + Write>(
