@@ -570,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn a_tampered_record_is_a_tls_error_with_an_alert_sent() {
+        let (mut server, mut client) = connected();
+        client.out.push_bytes(b"tampered");
+        client.flush().expect("flush");
+        let mut record: Vec<u8> = client.wire.output.drain(..).collect();
+        let last = record.len() - 1;
+        record[last] ^= 0x55; // the tag no longer matches
+        server.wire.input.extend(&record);
+        let mut buf = [0u8; 64];
+        match server.t.read(&mut server.wire, &mut buf) {
+            Err(ReadError::Tls(_)) => {}
+            other => panic!("expected a TLS error, got {other:?}"),
+        }
+        assert!(!server.wire.output.is_empty(), "the alert was written");
+    }
+
+    #[test]
     fn a_record_split_across_reads_is_kept_until_its_end_arrives() {
         let (mut server, mut client) = connected();
         client.out.push_bytes(b"split in two");

@@ -175,10 +175,19 @@ impl ServerTls {
                     return Err(e);
                 }
             };
+            // A record that fails to decrypt: its alert is encoded once the records are
+            // let go of.
+            let mut failed = None;
             let done = match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
-                        let record = record?;
+                        let record = match record {
+                            Ok(record) => record,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        };
                         discard += record.discard;
                         let room = buf.len() - *plain;
                         let now = record.payload.len().min(room);
@@ -192,7 +201,13 @@ impl ServerTls {
                     // Early data is refused in the configuration; should a client send it
                     // anyway, it is the stream's first bytes.
                     while let Some(record) = records.next_record() {
-                        let record = record?;
+                        let record = match record {
+                            Ok(record) => record,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        };
                         discard += record.discard;
                         self.plaintext.extend_from_slice(record.payload);
                     }
@@ -215,6 +230,10 @@ impl ServerTls {
                 _ => true,
             };
             offset += discard;
+            if let Some(e) = failed {
+                self.encode_queued(&mut incoming[offset..]);
+                return Err(e);
+            }
             if done {
                 break;
             }
