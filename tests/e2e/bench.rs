@@ -495,7 +495,8 @@ fn connections_come_from_the_source_address_given() {
             peers.push(peer.ip());
             held.push(s);
         }
-        peers
+        // The connections stay open (in the thread's result) until the test joins it.
+        (peers, held)
     });
     let s = run(
         addr,
@@ -509,7 +510,7 @@ fn connections_come_from_the_source_address_given() {
         ],
     );
     assert_eq!((s.open, s.connect_errors), (5, 0));
-    let peers = peers.join().expect("listener thread");
+    let (peers, _held) = peers.join().expect("listener thread");
     let want: std::net::IpAddr = "127.0.0.3".parse().expect("ip");
     assert_eq!(peers, vec![want; 5]);
 }
