@@ -143,3 +143,37 @@ fn more_than_one_process_without_the_cluster_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_child_that_cannot_start_stops_them_all_with_the_start_up_error() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_actionwire"))
+        .args([
+            "--processes",
+            "2",
+            "--redis",
+            &url,
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(2), "the start-up error's exit code");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("cannot read /nonexistent/cert.pem"), "{err}");
+    assert!(err.contains("could not start"), "{err}");
+}
