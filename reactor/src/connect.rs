@@ -1,7 +1,7 @@
 //! Outbound endpoints: [`Core::connect`] and the `Connecting` phase.
 //!
 //! A connect is non-blocking: the socket is registered at once and the endpoint waits in
-//! [`Phase::Connecting`] until the first writable (or error) event says how it went. Then
+//! `Phase::Connecting` until the first writable (or error) event says how it went. Then
 //! it is an endpoint like any accepted one (same reads, writes, backpressure, output limits
 //! and timers), except that TLS runs as a rustls *client*. The connect timeout covers the TCP
 //! connect and the TLS handshake together. The handler hears of success through

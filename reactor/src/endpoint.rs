@@ -3,7 +3,7 @@
 //! An endpoint is a TCP stream the loop owns, of one of two kinds: accepted from a listener,
 //! or outbound (opened by [`crate::Core::connect`]). Both live in the one slab and share the
 //! read/write/backpressure/timer machinery; only their beginnings differ (an outbound
-//! endpoint starts in [`Phase::Connecting`]).
+//! endpoint starts in `Phase::Connecting`).
 //!
 //! An [`ConnId`] is `(slot, generation)`: the slot indexes the slab, the generation tells a
 //! live endpoint from an earlier one that used the same slot. Tokens, completions and

@@ -2,7 +2,7 @@
 //!
 //! Hand-offs are batched both ways, because a thread wake-up costs more than a small action:
 //! - out: jobs created during a loop turn are collected without locking and handed over once
-//!   per turn ([`Pool::dispatch`]) under one lock, waking at most one sleeping worker per job;
+//!   per turn (`Pool::dispatch`) under one lock, waking at most one sleeping worker per job;
 //!   a worker takes its share of the queue at once;
 //! - back: results go into one mutex-guarded vector, and a worker wakes the loop (the
 //!   `mio::Waker`) only when it finds that vector empty, so a burst costs one wake-up.

@@ -1,10 +1,10 @@
 //! The transport seam: how bytes cross between an endpoint's socket and the application.
 //!
-//! [`Transport`] is `Plain` (the socket's bytes are the application's bytes) or `Tls` (rustls
+//! `Transport` is `Plain` (the socket's bytes are the application's bytes) or `Tls` (rustls
 //! in between, server or client side). This module owns every rustls call the loop makes:
-//! the loop asks a transport to [`read`](Transport::read) one step, to
-//! [`flush`](Transport::flush) an output queue, whether it is still handshaking or has
-//! records to write, and to [`close`](Transport::close); it never touches rustls itself.
+//! the loop asks a transport to `read` one step, to
+//! `flush` an output queue, whether it is still handshaking or has
+//! records to write, and to `close`; it never touches rustls itself.
 //!
 //! Accepted endpoints speak TLS through rustls's unbuffered API (`server_tls.rs`: no buffer
 //! is held by an idle connection); outbound ones, which are few, through its buffered API
