@@ -123,11 +123,6 @@ impl Cache {
         self.owner.get().map_or("", String::as_str)
     }
 
-    /// True when the entries live in Redis.
-    pub fn is_shared(&self) -> bool {
-        matches!(self.store, Store::Shared(_))
-    }
-
     /// Saves `value` under `key`, expiring after `ttl_ms` (`None`: never). Refused with
     /// [`CacheError::Locked`] while another node holds the key's lock.
     pub fn save(&self, key: &str, value: Value, ttl_ms: Option<u64>) -> Result<(), CacheError> {

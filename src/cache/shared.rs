@@ -198,24 +198,17 @@ impl Shared {
             }
             other => other,
         };
-        match result {
-            Ok(v) => {
-                let mut idle = self.idle();
-                if idle.len() < self.max_idle {
-                    idle.push(con);
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                if !e.is_unrecoverable_error() {
-                    let mut idle = self.idle();
-                    if idle.len() < self.max_idle {
-                        idle.push(con);
-                    }
-                }
-                Err(unavailable(e))
+        // A connection that answered (even with an error reply) serves the next call.
+        if result
+            .as_ref()
+            .map_or_else(|e| !e.is_unrecoverable_error(), |_| true)
+        {
+            let mut idle = self.idle();
+            if idle.len() < self.max_idle {
+                idle.push(con);
             }
         }
+        result.map_err(unavailable)
     }
 
     fn keys(&self, key: &str) -> (String, String) {

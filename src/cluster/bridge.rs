@@ -121,7 +121,7 @@ pub(crate) struct Counters {
     pub dropped: [AtomicU64; 3],
     pub reconnects: AtomicU64,
     /// This node's own cluster calls, by outcome (`calls::Outcome::index`).
-    pub calls: [AtomicU64; 6],
+    pub calls: [AtomicU64; super::calls::Outcome::ALL.len()],
 }
 
 impl Counters {

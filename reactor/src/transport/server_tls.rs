@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
-    WriteTraffic,
+    AppDataRecord, ConnectionState, EncodeError, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
 };
 
 use super::{ReadError, ReadStep, WRITE_BUDGET};
@@ -181,35 +181,27 @@ impl ServerTls {
             let done = match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
-                        let record = match record {
-                            Ok(record) => record,
+                        match record {
+                            Ok(r) => discard += deliver(r, buf, plain, &mut self.plaintext),
                             Err(e) => {
                                 failed = Some(e);
                                 break;
                             }
-                        };
-                        discard += record.discard;
-                        let room = buf.len() - *plain;
-                        let now = record.payload.len().min(room);
-                        buf[*plain..*plain + now].copy_from_slice(&record.payload[..now]);
-                        *plain += now;
-                        self.plaintext.extend_from_slice(&record.payload[now..]);
+                        }
                     }
                     false
                 }
+                // Early data is refused in the configuration; should a client send it
+                // anyway, it is the stream's first bytes.
                 ConnectionState::ReadEarlyData(mut records) => {
-                    // Early data is refused in the configuration; should a client send it
-                    // anyway, it is the stream's first bytes.
                     while let Some(record) = records.next_record() {
-                        let record = match record {
-                            Ok(record) => record,
+                        match record {
+                            Ok(r) => discard += deliver(r, buf, plain, &mut self.plaintext),
                             Err(e) => {
                                 failed = Some(e);
                                 break;
                             }
-                        };
-                        discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
+                        }
                     }
                     false
                 }
@@ -317,7 +309,7 @@ impl ServerTls {
                             // The rest waits with the connection for the next flush.
                             self.outgoing.extend_from_slice(&scratch[sent..used]);
                             written += sent;
-                            return Ok(Flushed::Blocked);
+                            return Ok(Some(Flushed::Blocked));
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
@@ -325,14 +317,13 @@ impl ServerTls {
                 }
                 written += sent;
                 Ok(match produced {
-                    Encrypted::Some => Flushed::Budget, // more may follow: go round again
-                    Encrypted::Stalled => Flushed::Stalled,
-                    Encrypted::Nothing => Flushed::Drained,
+                    Encrypted::Some => None, // more may follow: go round again
+                    Encrypted::Stalled => Some(Flushed::Stalled),
+                    Encrypted::Nothing => Some(Flushed::Drained),
                 })
             })?;
-            match round {
-                Flushed::Budget => {}
-                other => return Ok((other, written)),
+            if let Some(state) = round {
+                return Ok((state, written));
             }
         }
     }
@@ -505,6 +496,22 @@ impl From<EncodeFailed> for rustls::Error {
     fn from(e: EncodeFailed) -> rustls::Error {
         rustls::Error::General(e.0.to_string())
     }
+}
+
+/// Hands out one decrypted record: into `buf` after its first `*plain` bytes, the rest
+/// into `held`. Returns the bytes of the incoming buffer it lets go of.
+fn deliver(
+    record: AppDataRecord<'_>,
+    buf: &mut [u8],
+    plain: &mut usize,
+    held: &mut Vec<u8>,
+) -> usize {
+    let room = buf.len() - *plain;
+    let now = record.payload.len().min(room);
+    buf[*plain..*plain + now].copy_from_slice(&record.payload[..now]);
+    *plain += now;
+    held.extend_from_slice(&record.payload[now..]);
+    record.discard
 }
 
 /// Moves the front of `from` into `to`; returns how many bytes moved.
