@@ -448,7 +448,9 @@ fn encode_reply(
     error: Option<&str>,
     outcome: Outcome,
 ) -> Reply {
-    let mut out = Vec::with_capacity(128);
+    // Most replies (a few fields, the counters, a UUID messageId) fit in 256 bytes: one
+    // allocation, no regrowth.
+    let mut out = Vec::with_capacity(256);
     match format {
         ReplyFormat::Socket { count, id } => {
             encode::action_reply(&mut out, response, error, count, RawJson(id.as_str()));
@@ -522,7 +524,8 @@ impl Job {
                 action: Arc::clone(&action.name),
                 version: action.version,
                 params,
-                response: Map::new(),
+                // Room for a few fields up front: no regrowth while the action fills it.
+                response: Map::with_capacity(4),
                 connection,
                 api,
                 later: None,

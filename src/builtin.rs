@@ -28,11 +28,15 @@ pub fn all() -> Vec<Action> {
 fn random_number() -> Action {
     Action::new("randomNumber", |data| {
         let n = fastrand::f64();
+        // The sentence spells the number as JavaScript would (the shortest text that reads
+        // back as the same number, as the reply's JSON number is written).
+        let mut digits = zmij::Buffer::new();
+        let mut sentence = String::with_capacity(48);
+        sentence.push_str("Your random number is ");
+        sentence.push_str(digits.format_finite(n));
         data.response.insert("randomNumber".into(), json!(n));
-        data.response.insert(
-            "stringRandomNumber".into(),
-            json!(format!("Your random number is {n}")),
-        );
+        data.response
+            .insert("stringRandomNumber".into(), Value::String(sentence));
         Ok(())
     })
     .description("I am an API method which will generate a random number")

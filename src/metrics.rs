@@ -29,6 +29,14 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the exposition's order (by label).
+    const ALL: [Outcome; 4] = [
+        Outcome::Error,
+        Outcome::InvalidInput,
+        Outcome::Ok,
+        Outcome::Panic,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -98,12 +106,18 @@ pub(crate) struct UpstreamGauges {
     pub connecting: usize,
 }
 
-/// One action's duration histogram.
+/// One action's counters: calls by outcome and the duration histogram.
 #[derive(Default)]
-struct Durations {
+struct ActionStats {
+    /// Indexed by the outcome's place in [`Outcome::ALL`].
+    outcomes: [u64; Outcome::ALL.len()],
     buckets: [u64; ACTION_BOUNDS_S.len() + 1],
     sum: f64,
 }
+
+/// Counted once per action call on the loop: a fast hash (the names are the server's own
+/// and the upstream's, not a client's choice of keys to collide).
+type ByAction = HashMap<Arc<str>, ActionStats, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub(crate) struct Metrics {
@@ -112,10 +126,10 @@ pub(crate) struct Metrics {
     closed: HashMap<&'static str, u64>,
     pub lines: u64,
     pub http_requests: HashMap<u16, u64>,
-    actions: HashMap<(Arc<str>, Outcome), u64>,
     refused: [u64; Refusal::ALL.len()],
-    /// Duration histograms by action (registered names only: a bounded label set).
-    durations: HashMap<Arc<str>, Durations>,
+    /// Calls and duration histograms by action (registered names and the upstream's
+    /// documented ones only: a bounded label set).
+    actions: ByAction,
     pub chat_messages: u64,
     pub chat_deliveries: u64,
 }
@@ -126,14 +140,19 @@ impl Metrics {
     }
 
     pub(crate) fn action(&mut self, name: &Arc<str>, outcome: Outcome, seconds: f64) {
-        *self.actions.entry((Arc::clone(name), outcome)).or_default() += 1;
         let i = ACTION_BOUNDS_S
             .iter()
             .position(|&b| seconds <= b)
             .unwrap_or(ACTION_BOUNDS_S.len());
-        let d = self.durations.entry(Arc::clone(name)).or_default();
-        d.buckets[i] += 1;
-        d.sum += seconds;
+        // Looked up before inserting: the name's `Arc` is cloned once per action, not per call.
+        let stats = match self.actions.get_mut(name) {
+            Some(stats) => stats,
+            None => self.actions.entry(Arc::clone(name)).or_default(),
+        };
+        let o = Outcome::ALL.iter().position(|&x| x == outcome).unwrap_or(0);
+        stats.outcomes[o] += 1;
+        stats.buckets[i] += 1;
+        stats.sum += seconds;
     }
 
     pub(crate) fn refused(&mut self, why: Refusal) {
@@ -221,15 +240,20 @@ impl Metrics {
             "counter",
             "Actions run, by action and outcome.",
         );
-        let mut actions: Vec<_> = self.actions.iter().collect();
-        actions.sort_by(|a, b| (&*a.0.0, a.0.1.label()).cmp(&(&*b.0.0, b.0.1.label())));
-        for ((name, outcome), n) in actions {
-            let _ = writeln!(
-                o,
-                "actionwire_actions_total{{action=\"{}\",outcome=\"{}\"}} {n}",
-                escape(name),
-                outcome.label()
-            );
+        let mut names: Vec<&Arc<str>> = self.actions.keys().collect();
+        names.sort();
+        for name in &names {
+            let stats = &self.actions[*name];
+            for (outcome, &n) in Outcome::ALL.iter().zip(&stats.outcomes) {
+                if n > 0 {
+                    let _ = writeln!(
+                        o,
+                        "actionwire_actions_total{{action=\"{}\",outcome=\"{}\"}} {n}",
+                        escape(name),
+                        outcome.label()
+                    );
+                }
+            }
         }
         head(
             &mut o,
@@ -251,10 +275,8 @@ impl Metrics {
             "histogram",
             "Time actions spent on a worker, by action.",
         );
-        let mut names: Vec<&Arc<str>> = self.durations.keys().collect();
-        names.sort();
         for name in names {
-            let d = &self.durations[name];
+            let d = &self.actions[name];
             let labels = format!("action=\"{}\",", escape(name));
             histogram_series(
                 &mut o,

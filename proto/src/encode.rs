@@ -36,6 +36,58 @@ pub fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     }
 }
 
+/// Writes a string as JSON: copied between quotes when nothing in it needs escaping (names,
+/// sentences, ids: nearly every string a reply holds), else through serde_json. Either way
+/// the bytes are exactly serde_json's, which escapes only `"`, `\\` and control characters.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, s);
+    }
+}
+
+/// Whether any byte is `"`, `\\` or a control character: eight bytes at a time (a reply's
+/// strings are checked on every call; byte by byte this was most of encoding a reply).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Sets a byte's high bit where that byte of `v` is below `n` (exact for bytes below
+    // 0x80; a byte at or above 0x80 never sets it, and a borrow can only add false hits,
+    // which fall back to the byte-by-byte check).
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        if below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+            && chunk.iter().any(|&b| escaped(b))
+        {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| escaped(b))
+}
+
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Writes a JSON value, a top-level string through [`write_str`]'s fast path.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => write_str(out, s),
+        other => write_json(out, other),
+    }
+}
+
 fn key(out: &mut Vec<u8>, first: bool, name: &str) {
     out.extend_from_slice(if first { b"{\"" } else { b",\"" });
     out.extend_from_slice(name.as_bytes());
@@ -106,9 +158,9 @@ pub fn action_reply(
         ) {
             continue;
         }
-        write_json(out, k.as_str());
+        write_str(out, k);
         out.push(b':');
-        write_json(out, v);
+        write_value(out, v);
         out.push(b',');
     }
     if let Some(text) = error {
@@ -132,9 +184,9 @@ pub fn action_object(out: &mut Vec<u8>, response: &Map<String, Value>, error: Op
             out.push(b',');
         }
         first = false;
-        write_json(out, k.as_str());
+        write_str(out, k);
         out.push(b':');
-        write_json(out, v);
+        write_value(out, v);
     }
     if let Some(text) = error {
         if !first {
@@ -210,6 +262,20 @@ mod tests {
     }
 
     const ID: RawJson<'static> = RawJson("\"m-1\"");
+
+    proptest::proptest! {
+        #[test]
+        fn write_str_is_serde_json(text in ".*", raw in proptest::collection::vec(0u8..0x80, 0..40)) {
+            for s in [text, String::from_utf8(raw).unwrap_or_default()] {
+                let mut out = Vec::new();
+                write_str(&mut out, &s);
+                proptest::prop_assert_eq!(out, serde_json::to_vec(&s).unwrap_or_default());
+                let mut out = Vec::new();
+                write_value(&mut out, &Value::String(s.clone()));
+                proptest::prop_assert_eq!(out, serde_json::to_vec(&s).unwrap_or_default());
+            }
+        }
+    }
 
     #[test]
     fn welcome_and_bye() {

@@ -170,14 +170,23 @@ impl OutQueue {
         self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
     }
 
-    /// Appends an owned buffer without copying it (unless it is small enough to coalesce).
+    /// Appends an owned buffer without copying it, unless it is small enough to join the
+    /// small chunk already at the back (a reply to a lone request becomes the queue's chunk
+    /// as it is: no second allocation, no copy).
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
-        if bytes.len() < COALESCE_BYTES {
-            self.push_bytes(&bytes);
-        } else {
-            self.queued += bytes.len();
-            self.chunks.push_back(Chunk::Owned(bytes));
+        if bytes.is_empty() {
+            return;
         }
+        if bytes.len() < COALESCE_BYTES
+            && let Some(Chunk::Owned(last)) = self.chunks.back_mut()
+            && last.len() < COALESCE_BYTES
+        {
+            self.queued += bytes.len();
+            last.extend_from_slice(&bytes);
+            return;
+        }
+        self.queued += bytes.len();
+        self.chunks.push_back(Chunk::Owned(bytes));
     }
 
     /// Appends a shared chunk (a broadcast encoded once).
@@ -551,7 +560,15 @@ mod tests {
     #[test]
     fn owned_buffers_count_files_and_clear() {
         let mut q = OutQueue::default();
-        q.push_owned(vec![b'a'; 100]);
+        let first = vec![b'a'; 100];
+        let at = first.as_ptr();
+        q.push_owned(first);
+        assert!(
+            matches!(q.chunks.back(), Some(Chunk::Owned(v)) if v.as_ptr() == at),
+            "a lone small buffer is queued as it is, not copied"
+        );
+        q.push_owned(Vec::new());
+        assert_eq!(q.chunks.len(), 1, "an empty buffer queues nothing");
         q.push_owned(vec![b'b'; 100]);
         assert_eq!(q.chunks.len(), 1, "small owned buffers coalesce");
         q.push_owned(vec![b'c'; 20 * 1024]);

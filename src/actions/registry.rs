@@ -46,7 +46,7 @@ impl fmt::Display for RegistryError {
 /// All actions, by name, plus what `paramAdd` scrubbing needs.
 pub struct Registry {
     /// Every version of each name, lowest first.
-    by_name: HashMap<String, Vec<Arc<Action>>>,
+    by_name: HashMap<String, Vec<Arc<Action>>, foldhash::fast::RandomState>,
     /// Every input name of every action, plus the safe params.
     accepted_params: HashSet<String>,
     documentation: Value,
@@ -68,7 +68,9 @@ impl Registry {
             }
         }
         let middleware: Vec<Arc<ActionMiddleware>> = middleware.into_iter().map(Arc::new).collect();
-        let mut by_name: HashMap<String, Vec<Arc<Action>>> = HashMap::new();
+        // Looked up on every call; a fast hash (the keys are the server's own names).
+        let mut by_name: HashMap<String, Vec<Arc<Action>>, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut accepted_params: HashSet<String> =
             SAFE_PARAMS.iter().map(|s| s.to_string()).collect();
         // Names in the order first registered, for the documentation.

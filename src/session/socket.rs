@@ -152,10 +152,12 @@ impl SocketSession {
     }
 
     fn params_object(&self) -> Map<String, Value> {
-        self.params()
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect()
+        let params = self.params();
+        let mut map = Map::with_capacity(params.len());
+        for (k, v) in params {
+            map.insert(k.clone(), Value::String(v.clone()));
+        }
+        map
     }
 
     /// Bytes held by sticky params (keys and values).
@@ -166,7 +168,11 @@ impl SocketSession {
     /// Sets a sticky param; `false` if it is new and the connection is at its cap.
     fn set_param(&mut self, key: &str, value: &str, cap: usize) -> bool {
         if let Some(i) = self.params().iter().position(|(k, _)| k == key) {
-            self.state_mut().params[i].1 = value.to_owned();
+            // A bare call sets `action` on every line, mostly to what it already holds: no
+            // copy of the shared state and no allocation then.
+            if self.params()[i].1 != value {
+                value.clone_into(&mut self.state_mut().params[i].1);
+            }
             return true;
         }
         if self.params().len() >= cap {
@@ -236,8 +242,11 @@ impl State {
                 self.metrics.lines += 1;
                 // A plain connection's handshake is its first complete line.
                 core.handshake_done(id);
-                let line = String::from_utf8_lossy(bytes);
-                self.on_line(core, id, &line)
+                // Checked first: `from_utf8` has an ASCII fast path `from_utf8_lossy` lacks.
+                match std::str::from_utf8(bytes) {
+                    Ok(line) => self.on_line(core, id, line),
+                    Err(_) => self.on_line(core, id, &String::from_utf8_lossy(bytes)),
+                }
             }
         }
     }

@@ -46,16 +46,9 @@ fn closed_loop_counts_replies_and_latencies() {
     assert_eq!(s.params.requests, ["paramView x"]);
     // Every reply went through the server: it counted at least as many lines (a request
     // still in flight when the run ended was counted by the server, not by the bench).
-    let web = srv.web_addr.expect("web listener");
-    let mut metrics = String::new();
-    let mut conn = std::net::TcpStream::connect(web).expect("connect");
-    std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
-    std::io::Read::read_to_string(&mut conn, &mut metrics).expect("read");
-    let lines: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("actionwire_lines_received_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("lines metric");
+    let lines = srv
+        .metric("actionwire_lines_received_total")
+        .expect("lines metric") as u64;
     assert!(
         lines >= s.requests && lines <= s.requests + 4,
         "server lines {lines}, bench replies {}",

@@ -219,6 +219,25 @@ impl TestServer {
         }
     }
 
+    /// A series' value from the server's `/metrics` (the sample whose name and labels are
+    /// exactly `series`), `None` when it is not there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let web = self
+            .web_addr
+            .expect("the web listener (servers.web) is enabled");
+        let mut conn = std::net::TcpStream::connect(web).expect("connect to the web listener");
+        std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut text).expect("read /metrics");
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// A client over this server's transport, welcome read.
     pub fn client(&self) -> Client {
         match self.transport {

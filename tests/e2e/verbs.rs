@@ -294,13 +294,24 @@ mod files {
         let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 249) as u8).collect();
         std::fs::write(dir.join("big.bin"), &big).expect("write");
         let d2 = dir.clone();
-        let srv = TestServer::with(move |c| c.general.paths.public = vec![d2]);
+        let srv = TestServer::with(move |c| {
+            c.general.paths.public = vec![d2];
+            c.servers.web.enabled = true; // for /metrics
+            c.servers.web.port = 0;
+            c.servers.web.bind_ip = Some("127.0.0.1".into());
+        });
         let mut c = srv.client();
         // 100 file requests in one write, none read yet: 64 are queued, the rest refused.
         let mut burst = "file big.bin\n".to_owned();
         burst.push_str(&"file hello.txt\n".repeat(99));
         c.send_raw(burst.as_bytes());
         c.send("paramsView");
+        // Nothing is read until the server has taken every line: reading earlier would let
+        // the big file drain and later files be written before the cap is reached.
+        wait_until("the server read all 101 lines", || {
+            srv.metric("actionwire_lines_received_total")
+                .is_some_and(|n| n >= 101.0)
+        });
         assert!(c.bytes(big.len()) == big, "the big file first, intact");
         for _ in 2..=64 {
             assert_eq!(c.bytes(12), b"hello world\n");
