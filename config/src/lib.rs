@@ -357,8 +357,8 @@ fn resolve_relative_paths(cfg: &mut Config, text: &str, base: &Path) {
     }
 }
 
-/// `serverOptions.*`: TLS material (PEM file paths).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `serverOptions.*`: TLS material (PEM file paths) and the handshake's choices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServerOptions {
     /// Certificate chain, leaf first.
@@ -369,6 +369,22 @@ pub struct ServerOptions {
     pub ca: Option<PathBuf>,
     /// Require a client certificate signed by `ca` (mTLS).
     pub request_cert: bool,
+    /// The server's cipher-suite order wins over the client's (Node's `honorCipherOrder`).
+    /// The server's order puts AES-128-GCM with SHA-256 first, whose key schedule costs
+    /// less than SHA-384's; `false` takes the first suite the client lists.
+    pub honor_cipher_order: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            cert: None,
+            key: None,
+            ca: None,
+            request_cert: false,
+            honor_cipher_order: true,
+        }
+    }
 }
 
 impl ServerOptions {

@@ -137,7 +137,7 @@ fn client_tls(host: &str, ca: Option<&std::path::Path>) -> Result<ClientTls, Ups
                 .map_err(|e| UpstreamError(format!("ca {}: {e}", path.display())))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::tls::provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UpstreamError(e.to_string()))?

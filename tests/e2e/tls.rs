@@ -316,3 +316,47 @@ fn a_near_maximal_handshake_flight_completes_through_a_small_client_window() {
     }
     assert!(String::from_utf8_lossy(&welcome).contains("\"welcome\""));
 }
+
+/// The TLS 1.3 suite a client preferring AES-256-GCM (as OpenSSL and Node do) gets.
+fn suite_for_an_aes256_first_client(srv: &TestServer) -> rustls::CipherSuite {
+    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    use rustls::pki_types::pem::PemObject;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256];
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&pki().ca).expect("ca"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut sock = TcpStream::connect(srv.addr).expect("connect");
+    sock.set_read_timeout(Some(GUARD)).expect("timeout");
+    let mut first = [0u8; 1];
+    // The welcome's first byte arrives after the handshake.
+    rustls::Stream::new(&mut conn, &mut sock)
+        .read_exact(&mut first)
+        .expect("welcome");
+    assert_eq!(&first, b"{");
+    conn.negotiated_cipher_suite().expect("negotiated").suite()
+}
+
+#[test]
+fn the_server_picks_the_sha256_suite_unless_told_to_follow_the_client() {
+    let srv = tls_server(|_| {});
+    assert_eq!(
+        suite_for_an_aes256_first_client(&srv),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "the server's order by default"
+    );
+    let srv = tls_server(|c| c.servers.socket.server_options.honor_cipher_order = false);
+    assert_eq!(
+        suite_for_an_aes256_first_client(&srv),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        "the client's order with honorCipherOrder false"
+    );
+}

@@ -1,5 +1,6 @@
 //! The server's share of full TLS 1.3 handshakes (no resumption), in memory, for each
-//! crypto provider and certificate key type: handshakes per second per core of server CPU.
+//! crypto provider, certificate key type and the suite's hash (the client's first choice,
+//! SHA-384, or the server's order, SHA-256): handshakes per second per core of server CPU.
 //! Each case runs for a fixed time after a warm-up; cases alternate over several rounds so
 //! that drift on a shared machine hits them alike; the median round is printed.
 
@@ -13,10 +14,27 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 const ROUNDS: usize = 5;
 const PER_ROUND: Duration = Duration::from_secs(2);
 
+/// The TLS 1.3 suite the handshake runs on: the client's first choice (AES-256-GCM with
+/// SHA-384, as rustls, OpenSSL and Node list it), or the server's order with AES-128-GCM and
+/// SHA-256 first (what actionwire does by default, `honorCipherOrder`).
+#[derive(Clone, Copy)]
+enum Suite {
+    ClientFirst,
+    Sha256First,
+}
+
 fn configs(
     provider: Arc<CryptoProvider>,
     alg: &'static rcgen::SignatureAlgorithm,
+    suite: Suite,
 ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let mut provider = (*provider).clone();
+    if let Suite::Sha256First = suite {
+        provider
+            .cipher_suites
+            .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
+    let provider = Arc::new(provider);
     let key = rcgen::KeyPair::generate_for(alg).expect("key");
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .expect("params")
@@ -24,12 +42,13 @@ fn configs(
         .expect("cert");
     let der = CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert der");
     let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der");
-    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("versions")
         .with_no_client_auth()
         .with_single_cert(vec![der.clone()], key_der)
         .expect("server config");
+    server.ignore_client_order = matches!(suite, Suite::Sha256First);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).expect("root");
     // The client always uses ring: only the server's provider is compared.
@@ -90,11 +109,14 @@ fn main() {
         ("ECDSA P-256", &rcgen::PKCS_ECDSA_P256_SHA256),
         ("Ed25519", &rcgen::PKCS_ED25519),
     ];
+    let suites = [("SHA-384", Suite::ClientFirst), ("SHA-256", Suite::Sha256First)];
     let mut cases = Vec::new();
     for (p, make) in providers {
         for (k, alg) in keys {
-            let (server, client) = configs(Arc::new(make()), alg);
-            cases.push((format!("{p}, {k}"), server, client, Vec::new()));
+            for (sname, suite) in suites {
+                let (server, client) = configs(Arc::new(make()), alg, suite);
+                cases.push((format!("{p}, {k}, {sname}"), server, client, Vec::new()));
+            }
         }
     }
     for (_, server, client, _) in &cases {
@@ -114,12 +136,12 @@ fn main() {
         }
     }
     println!(
-        "{:<24} {:>12} {:>22}",
-        "server provider, key", "µs/handshake", "handshakes/s per core"
+        "{:<34} {:>12} {:>22}",
+        "server provider, key, suite", "µs/handshake", "handshakes/s per core"
     );
     for (name, _, _, rates) in &mut cases {
         rates.sort_by(f64::total_cmp);
         let median = rates[rates.len() / 2];
-        println!("{name:<24} {:>12.1} {:>22.0}", 1e6 / median, median);
+        println!("{name:<34} {:>12.1} {:>22.0}", 1e6 / median, median);
     }
 }

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Full TLS 1.3 handshakes per second per core of server CPU, over real sockets: for each
+# server build and certificate key type, `actionwire bench --handshakes` (16 connections,
+# each connect → full handshake → welcome → close, in a loop; the client never resumes)
+# against the server, and the server's own CPU time (user + system, from /proc) over the run.
+# handshakes / server CPU seconds is what one core of server buys, whatever the client
+# costs on the same machine. Cases alternate over ROUNDS rounds so that drift on a shared
+# machine hits them alike; the median round is printed. Loopback only; stops only what it
+# started.
+#
+#   benches/handshakes.sh [NAME=BINARY ...]   # ROUNDS=5 DURATION=4s
+#   default: ring=target/release/actionwire, and aws-lc=<a build with --features aws-lc>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-4s}
+command -v openssl >/dev/null 2>&1 || { echo "needs openssl (Debian package openssl)" >&2; exit 2; }
+cargo build --release -q
+GEN=target/release/actionwire
+TMP=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+BUILDS=("$@")
+if [ ${#BUILDS[@]} -eq 0 ]; then
+  echo "building the aws-lc variant (target/aws-lc)..." >&2
+  CARGO_TARGET_DIR=target/aws-lc cargo build --release -q --features aws-lc
+  BUILDS=(ring=target/release/actionwire aws-lc=target/aws-lc/release/actionwire)
+fi
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
+
+san=(-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -keyout "$TMP/p256.key" -out "$TMP/p256.pem" "${san[@]}" >/dev/null 2>&1
+openssl req -x509 -newkey ed25519 -nodes -days 1 \
+  -keyout "$TMP/ed25519.key" -out "$TMP/ed25519.pem" "${san[@]}" >/dev/null 2>&1
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A got
+CASES=()
+for b in "${BUILDS[@]}"; do for k in p256 ed25519; do CASES+=("${b%%=*}/$k=${b#*=}"); done; done
+for r in $(seq 1 "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
+    name=${c%%=*}; bin=${c#*=}; key=${name#*/}
+    port=$(free_port)
+    "$bin" --bind 127.0.0.1 --port "$port" --tls-cert "$TMP/$key.pem" --tls-key "$TMP/$key.key" \
+      --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
+    wait_port "$port"
+    t0=$(ticks "$pid")
+    out=$(timeout 120 "$GEN" bench --json --target "127.0.0.1:$port" --tls --ca "$TMP/$key.pem" \
+      --handshakes --connections 16 --duration "$DURATION" --warmup 0s 2>/dev/null)
+    t1=$(ticks "$pid")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    v=$(python3 -c '
+import json, os, sys
+d = json.loads(sys.argv[1]); hz = os.sysconf("SC_CLK_TCK")
+cpu = (int(sys.argv[3]) - int(sys.argv[2])) / hz
+total = d["per_second"] * float(sys.argv[4])
+print(round(d["per_second"]), round(total / cpu) if cpu else 0)
+' "$out" "$t0" "$t1" "${DURATION%s}")
+    got[$name]+="${v// /:} "
+    echo "round $r $name: handshakes/s ${v% *}, per core of server CPU ${v#* }" >&2
+  done
+done
+printf '%-22s %16s %30s\n' "build/key" "handshakes/s" "handshakes/s per server core"
+for c in "${CASES[@]}"; do
+  name=${c%%=*}
+  python3 -c '
+import statistics, sys
+pairs = [tuple(map(int, p.split(":"))) for p in sys.argv[2].split()]
+print("%-22s %16d %30d" % (sys.argv[1], statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)))
+' "$name" "${got[$name]}"
+done
