@@ -63,9 +63,10 @@ pub struct ReactorConfig {
     /// Server-level timers that may be set at once.
     pub max_timers: usize,
     /// TLS handshake steps (each at most one socket read and what rustls does with it: the
-    /// first costs a signature and a key exchange, ~0.2 ms) taken per loop turn; endpoints
-    /// beyond it wait for the next turn, so a storm of new clients cannot stall the replies
-    /// of established ones (at least 1; 4 by default, under a millisecond per turn).
+    /// first costs a signature and a key exchange, ~0.2 ms) taken per loop turn, after the
+    /// turn's replies to established clients are written; endpoints beyond it wait for the
+    /// next turn, so a storm of new clients cannot stall the replies of established ones (at
+    /// least 1; 4 by default, under a millisecond per turn).
     pub handshakes_per_turn: usize,
     /// Threads that read queued files' blocks (at least 1), so that disk reads never run
     /// on the loop thread; a slow disk delays only the files being read.

@@ -58,6 +58,11 @@ pub struct Reactor<H: Handler> {
     pub(crate) read_buf: Vec<u8>,
     /// TLS handshake steps left this turn.
     handshake_budget: usize,
+    /// Handshaking endpoints that were readable this turn: stepped after established
+    /// traffic's replies are flushed (see [`Reactor::step_handshakes`]).
+    handshakes: Vec<ConnId>,
+    /// True while [`Reactor::step_handshakes`] runs: a handshake read may go ahead.
+    handshake_phase: bool,
     completions: Vec<Done<H::Completion>>,
     /// File blocks read off the loop, taken each wake-up.
     blocks: Vec<Done<BlockDone>>,
@@ -101,6 +106,8 @@ impl<H: Handler> Reactor<H> {
             handler,
             read_buf: vec![0; READ_BUF],
             handshake_budget: 0,
+            handshakes: Vec::new(),
+            handshake_phase: false,
             completions: Vec::new(),
             blocks: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -168,6 +175,9 @@ impl<H: Handler> Reactor<H> {
             // Jobs created this turn go to the workers in one hand-off.
             self.core.pool.dispatch();
             self.flush_dirty();
+            self.step_handshakes();
+            // Jobs from lines that came with a finished handshake.
+            self.core.pool.dispatch();
             // File reads asked for while flushing go to the readers in one hand-off.
             self.core.files.dispatch();
             self.reap_dead();
@@ -312,7 +322,6 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn read_ready(&mut self) {
-        self.handshake_budget = self.core.cfg.handshakes_per_turn.max(1);
         for _ in 0..self.core.ready.len() {
             let Some(id) = self.core.ready.pop_front() else {
                 break;
@@ -322,6 +331,28 @@ impl<H: Handler> Reactor<H> {
                 self.read_endpoint(id);
             }
         }
+    }
+
+    /// TLS handshake steps, after the turn's replies to established clients are written: a
+    /// full handshake's first step (key exchange and signature) takes a hundred microseconds
+    /// or more, and a request that arrived in the same turn as a storm of new clients must not
+    /// wait for them. At most `handshakes_per_turn` steps; the rest stay readable for the next
+    /// turn, behind that turn's established traffic again. Their output is flushed here.
+    fn step_handshakes(&mut self) {
+        if self.handshakes.is_empty() {
+            return;
+        }
+        self.handshake_budget = self.core.cfg.handshakes_per_turn.max(1);
+        self.handshake_phase = true;
+        let mut pending = std::mem::take(&mut self.handshakes);
+        for id in pending.drain(..) {
+            self.read_endpoint(id);
+        }
+        // Keeps the allocation for the next turn (nothing is queued while the phase runs).
+        debug_assert!(self.handshakes.is_empty());
+        self.handshakes = pending;
+        self.handshake_phase = false;
+        self.flush_dirty();
     }
 
     /// Reads from one endpoint, up to the per-turn budget.
@@ -348,8 +379,13 @@ impl<H: Handler> Reactor<H> {
                     }
                     return;
                 }
-                // Handshakes are the expensive reads: past this turn's share they wait for
-                // the next turn (the endpoint stays readable), behind established traffic.
+                // Handshakes are the expensive reads: they wait until established traffic's
+                // replies are out, and past this turn's share for the next turn (the endpoint
+                // stays readable), behind established traffic again.
+                Phase::Open if ep.transport.is_handshaking() && !self.handshake_phase => {
+                    self.handshakes.push(id);
+                    return;
+                }
                 Phase::Open if ep.transport.is_handshaking() && self.handshake_budget == 0 => {
                     stats.handshake_deferrals.fetch_add(1, Ordering::Relaxed);
                     self.core.mark_ready(id);

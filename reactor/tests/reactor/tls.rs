@@ -143,3 +143,47 @@ fn a_burst_of_handshakes_is_spread_over_turns_and_every_client_is_served() {
         5
     );
 }
+
+#[test]
+fn established_lines_are_read_before_the_turns_handshake_steps() {
+    let cfg = actionwire_reactor::ReactorConfig {
+        handshakes_per_turn: 1,
+        ..actionwire_reactor::ReactorConfig::default()
+    };
+    let h = Harness::start(cfg, actionwire_reactor::ListenerOptions::default());
+    let mut plain = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    // Five TLS clients accepted (nothing sent yet), then the loop held while they send their
+    // ClientHello and, after them, the established client its line: all six are readable
+    // in the same turn, the line last.
+    let tcps: Vec<_> = (0..5).map(|_| client(h.tls)).collect();
+    crate::toy::wait_for("six accepted", || {
+        h.stats.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 6
+    });
+    h.send(crate::toy::Ev::Block);
+    h.wait(|r| matches!(r, Report::Blocked).then_some(()));
+    let mut conns: Vec<_> = tcps
+        .into_iter()
+        .map(|mut tcp| {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut conn =
+                rustls::ClientConnection::new(Arc::clone(&h.certs.client), name).expect("client");
+            conn.write_tls(&mut tcp).expect("client hello");
+            (conn, tcp)
+        })
+        .collect();
+    plain.write_all(b"!deferrals\n").expect("write");
+    h.gate.open();
+    let mut reply = [0u8; 2];
+    plain.read_exact(&mut reply).expect("reply");
+    // Read before the turn's handshake step, not behind one step and four deferrals.
+    assert_eq!(&reply, b"0\n");
+    // And every handshake still completes.
+    for (conn, tcp) in conns.drain(..) {
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"hi\n").expect("write");
+        let mut echo = [0u8; 3];
+        tls.read_exact(&mut echo).expect("echo");
+        assert_eq!(&echo, b"hi\n");
+    }
+}

@@ -147,6 +147,13 @@ impl Toy {
             core.restart_handshake(id);
             core.send(id, b"again\n");
             return;
+        } else if text == "!deferrals" {
+            // Handshake steps put off so far, as this line is read.
+            let n = core
+                .stats()
+                .handshake_deferrals
+                .load(std::sync::atomic::Ordering::Relaxed);
+            core.send_owned(id, format!("{n}\n").into_bytes());
         } else if text == "!info" {
             let info = format!(
                 "len={} empty={} shutting={} peer={:?} session={} open={} kind={:?} accepted={}\n",
@@ -640,4 +647,14 @@ pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
     all
+}
+
+/// Waits until `cond` holds, checking every 5 ms, at most `GUARD`: for state another thread
+/// makes visible only through a counter.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {GUARD:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
