@@ -28,8 +28,8 @@ pub fn all() -> Vec<Action> {
 fn random_number() -> Action {
     Action::new("randomNumber", |data| {
         let n = fastrand::f64();
-        // The sentence spells the number as JavaScript would (the shortest text that reads
-        // back as the same number, as the reply's JSON number is written).
+        // The sentence spells the number exactly as the reply's JSON does (the shortest text
+        // that reads back as the same number), formatted once.
         let mut digits = zmij::Buffer::new();
         let mut sentence = String::with_capacity(48);
         sentence.push_str("Your random number is ");
