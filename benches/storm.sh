@@ -37,7 +37,7 @@ if command -v chrt >/dev/null 2>&1 && chrt -f 1 true 2>/dev/null; then
 fi
 load() { timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$1" --connections 1000 --rate "$RATE" \
   --duration "$DURATION" --warmup 1s --request 'paramView x' --expect '{"status":"OK"' 2>/dev/null; }
-printf '%-28s %6s %10s %10s %10s %10s %14s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s"
+printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s" "failed"
 for bin in "${BINS[@]}"; do
   port=$(free_port); tls=$(free_port)
   "${PIN_S[@]}" "$bin" --bind 127.0.0.1 --port "$port" --tls-port "$tls" --tls-cert "$TMP/cert.pem" \
@@ -54,10 +54,11 @@ for bin in "${BINS[@]}"; do
     wait "$storm" || true
     b99=$(json "d['latency_us']['p99']" <<<"$before"); d99=$(json "d['latency_us']['p99']" <<<"$during")
     ratios+=("$(python3 -c "print($d99 / $b99)")")
-    printf '%-28s %6s %10s %10s %10s %10s %14s\n' "$(basename "$bin")" "$r" \
+    printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$(basename "$bin")" "$r" \
       "$(json "d['latency_us']['p50']" <<<"$before")" "$b99" \
       "$(json "d['latency_us']['p50']" <<<"$during")" "$d99" \
-      "$(json "round(d['per_second'])" <"$TMP/storm.json")"
+      "$(json "round(d['per_second'])" <"$TMP/storm.json")" \
+      "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")"
   done
   python3 -c 'import statistics,sys; print("%s: median p99 during / p99 before = %.2f" % (sys.argv[1], statistics.median(map(float, sys.argv[2:]))))' "$(basename "$bin")" "${ratios[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -27,8 +27,11 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER_BASE: usize = usize::MAX - 1;
 /// Listeners at most (their indexes are kept in a byte).
 const MAX_LISTENERS: usize = 250;
-/// Accepts per listener per turn before it is requeued (fairness).
-const ACCEPTS_PER_TURN: usize = 256;
+/// Accepts per listener per turn before it is requeued: fairness between listeners, and a
+/// bound on the time a burst of new clients takes from a turn (each accept is a few system
+/// calls: accept, socket options, registration), since established clients' replies of the
+/// next turn wait for it.
+const ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting after running out of file descriptors.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
 

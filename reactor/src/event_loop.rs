@@ -169,15 +169,20 @@ impl<H: Handler> Reactor<H> {
                 self.on_wake();
             }
             self.deliver_deferred();
-            self.accept_all();
             self.read_ready();
             self.expire_timers();
             // Jobs created this turn go to the workers in one hand-off.
             self.core.pool.dispatch();
             self.flush_dirty();
+            // New clients come after the replies to established ones are out: accepting (a
+            // few system calls each, up to a share per listener) and TLS handshake steps are
+            // the turn's last work, so a reconnect storm delays established clients by at most
+            // one turn's share of it.
+            self.accept_all();
             self.step_handshakes();
             // Jobs from lines that came with a finished handshake.
             self.core.pool.dispatch();
+            self.flush_dirty();
             // File reads asked for while flushing go to the readers in one hand-off.
             self.core.files.dispatch();
             self.reap_dead();
@@ -337,7 +342,8 @@ impl<H: Handler> Reactor<H> {
     /// full handshake's first step (key exchange and signature) takes a hundred microseconds
     /// or more, and a request that arrived in the same turn as a storm of new clients must not
     /// wait for them. At most `handshakes_per_turn` steps; the rest stay readable for the next
-    /// turn, behind that turn's established traffic again. Their output is flushed here.
+    /// turn, behind that turn's established traffic again. Their output is flushed at the end
+    /// of the turn.
     fn step_handshakes(&mut self) {
         if self.handshakes.is_empty() {
             return;
@@ -352,7 +358,6 @@ impl<H: Handler> Reactor<H> {
         debug_assert!(self.handshakes.is_empty());
         self.handshakes = pending;
         self.handshake_phase = false;
-        self.flush_dirty();
     }
 
     /// Reads from one endpoint, up to the per-turn budget.
