@@ -707,6 +707,17 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_cipher_order_is_honored_unless_turned_off() {
+        let c = Config::from_json("{}").expect("valid");
+        assert!(c.servers.socket.server_options.honor_cipher_order);
+        let c = Config::from_json(
+            r#"{"servers":{"socket":{"serverOptions":{"honorCipherOrder":false}}}}"#,
+        )
+        .expect("valid");
+        assert!(!c.servers.socket.server_options.honor_cipher_order);
+    }
+
+    #[test]
     fn later_features_are_accepted_and_listed() {
         let c = Config::from_json(
             r#"{"servers":{"socket":{"keepAliveInterval":1000,"serverOptions":{"cert":"c.pem"}}}}"#,

@@ -38,6 +38,25 @@ fn accepts_and_answers_pipelined_lines_in_order() {
 }
 
 #[test]
+fn established_lines_are_read_before_the_turns_accepts() {
+    let h = Harness::default();
+    let mut c = client(h.plain);
+    h.opened(EndpointKind::Accepted);
+    // The loop held while 20 new clients wait in the backlog and the established client's
+    // line arrives: one turn has both.
+    h.send(Ev::Block);
+    h.wait(|r| matches!(r, Report::Blocked).then_some(()));
+    let newcomers: Vec<_> = (0..20).map(|_| client(h.plain)).collect();
+    c.write_all(b"!accepted\n").expect("write");
+    h.gate.open();
+    // Read before any of the newcomers was accepted.
+    assert_eq!(read_n(&mut c, 2), b"1\n");
+    for _ in &newcomers {
+        h.opened(EndpointKind::Accepted);
+    }
+}
+
+#[test]
 fn backpressure_pauses_reading_and_loses_nothing() {
     let cfg = ReactorConfig {
         read_pause_bytes: 64 * 1024,

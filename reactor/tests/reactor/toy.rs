@@ -147,6 +147,13 @@ impl Toy {
             core.restart_handshake(id);
             core.send(id, b"again\n");
             return;
+        } else if text == "!accepted" {
+            // Connections accepted so far, as this line is read.
+            let n = core
+                .stats()
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed);
+            core.send_owned(id, format!("{n}\n").into_bytes());
         } else if text == "!deferrals" {
             // Handshake steps put off so far, as this line is read.
             let n = core
