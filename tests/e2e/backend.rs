@@ -57,6 +57,9 @@ pub struct Backend {
     pub accepted: Arc<AtomicUsize>,
     /// Sockets of every accepted connection (to reset them from the test).
     pub sockets: Arc<Mutex<Vec<TcpStream>>>,
+    /// Connections whose serving thread has ended and closed its descriptors (the last
+    /// close is what sends a reset when the test set a zero linger).
+    pub closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -96,11 +99,13 @@ impl Backend {
         let accepted = Arc::new(AtomicUsize::new(0));
         let sockets = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicUsize::new(0));
         let script: Arc<Script> = Arc::new(script);
-        let (acc, socks, st) = (
+        let (acc, socks, st, done) = (
             Arc::clone(&accepted),
             Arc::clone(&sockets),
             Arc::clone(&stop),
+            Arc::clone(&closed),
         );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -113,6 +118,7 @@ impl Backend {
                     socks.lock().expect("sockets").push(clone);
                 }
                 let (tx, script, tls) = (tx.clone(), Arc::clone(&script), tls.clone());
+                let done = Arc::clone(&done);
                 std::thread::spawn(move || {
                     let closer = stream.try_clone();
                     match tls {
@@ -128,6 +134,7 @@ impl Backend {
                     if let Ok(s) = closer {
                         let _ = s.shutdown(std::net::Shutdown::Both);
                     }
+                    done.fetch_add(1, Ordering::Relaxed); // `stream` and `closer` are gone
                 });
             }
         });
@@ -136,6 +143,7 @@ impl Backend {
             seen,
             accepted,
             sockets,
+            closed,
             stop,
         }
     }

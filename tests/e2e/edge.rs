@@ -407,8 +407,13 @@ fn stall_action(ready: Arc<std::sync::Barrier>) -> Action {
     .inline()
 }
 
+/// Resets every connection the backend holds, and returns once the resets are sent: the
+/// serving threads hold descriptors of the same sockets, and only the last close (with a
+/// zero linger) sends the reset; before that the peer sees a FIN, which a write does not
+/// notice.
 fn reset_all(backend: &Backend) {
     use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering::Relaxed;
     for s in backend.sockets.lock().expect("sockets").drain(..) {
         let linger = libc::linger {
             l_onoff: 1,
@@ -426,6 +431,11 @@ fn reset_all(backend: &Backend) {
             libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR);
         }
     }
+    // Every connection accepted so far (nothing connects meanwhile: the callers hold the
+    // edge's loop).
+    wait_until("the backend closed the connections it was serving", || {
+        backend.closed.load(Relaxed) >= backend.accepted.load(Relaxed)
+    });
 }
 
 #[test]
