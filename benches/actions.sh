@@ -14,12 +14,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-9}; DURATION=${DURATION:-3s}; WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-50}; PIN=${PIN:-0}
 
-need() { # command package
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 (Debian package)..." >&2
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "$2" >/dev/null
-}
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
 need redis-server redis-server
 need python3 python3
 
@@ -28,8 +24,6 @@ BIN=target/release/actionwire
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-# shellcheck source=benches/ports.sh
-. benches/ports.sh
 
 PIN_SERVER=(); PIN_GEN=()
 if [ "$PIN" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then

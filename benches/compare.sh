@@ -13,12 +13,8 @@ WARMUP=${WARMUP:-1s}
 IDLE=${IDLE:-10000}
 THREADS=${THREADS:-1}
 
-need() { # command package
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 (Debian package)..." >&2
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "$2" >/dev/null
-}
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
 need redis-server redis-server
 need openssl openssl
 need python3 python3
@@ -34,8 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=benches/ports.sh
-. benches/ports.sh
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(v)' "$1"; }
 

@@ -13,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-4s}
-command -v openssl >/dev/null 2>&1 || { echo "needs openssl (Debian package openssl)" >&2; exit 2; }
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
+need openssl openssl
 cargo build --release -q
 GEN=target/release/actionwire
 TMP=$(mktemp -d); PIDS=()
@@ -25,8 +27,6 @@ if [ ${#BUILDS[@]} -eq 0 ]; then
   CARGO_TARGET_DIR=target/aws-lc cargo build --release -q --features aws-lc
   BUILDS=(ring=target/release/actionwire aws-lc=target/aws-lc/release/actionwire)
 fi
-# shellcheck source=benches/ports.sh
-. benches/ports.sh
 
 san=(-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \

@@ -11,15 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-10000}; STORM=${STORM:-64}; DURATION=${DURATION:-8s}; ROUNDS=${ROUNDS:-3}
 STORM_FOR=$(( ${DURATION%s} + 4 ))s # the storm outlasts the measured run (its warm-up included)
-command -v openssl >/dev/null 2>&1 || { echo "needs openssl (Debian package openssl)" >&2; exit 2; }
+# shellcheck source=benches/ports.sh
+. benches/ports.sh
+need openssl openssl
 cargo build --release -q
 GEN=target/release/actionwire
 BINS=("$@"); [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/actionwire)
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-# shellcheck source=benches/ports.sh
-. benches/ports.sh
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE >/dev/null 2>&1

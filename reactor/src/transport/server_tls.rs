@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
     AppDataRecord, ConnectionState, EncodeError, EncryptError, InsufficientSizeError,
-    UnbufferedStatus, WriteTraffic,
+    ReadEarlyData, ReadTraffic, UnbufferedStatus, WriteTraffic,
 };
 
 use super::{ReadError, ReadStep, WRITE_BUDGET};
@@ -180,29 +180,15 @@ impl ServerTls {
             let mut failed = None;
             let done = match state {
                 ConnectionState::ReadTraffic(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(r) => discard += deliver(r, buf, plain, &mut self.plaintext),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
+                    failed =
+                        deliver_all(&mut records, buf, plain, &mut self.plaintext, &mut discard);
                     false
                 }
                 // Early data is refused in the configuration; should a client send it
                 // anyway, it is the stream's first bytes.
                 ConnectionState::ReadEarlyData(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(r) => discard += deliver(r, buf, plain, &mut self.plaintext),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
+                    failed =
+                        deliver_all(&mut records, buf, plain, &mut self.plaintext, &mut discard);
                     false
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
@@ -500,6 +486,41 @@ impl From<EncodeFailed> for rustls::Error {
 
 /// Hands out one decrypted record: into `buf` after its first `*plain` bytes, the rest
 /// into `held`. Returns the bytes of the incoming buffer it lets go of.
+/// Decrypted application-data records, whether they came as traffic or as early data.
+trait Records {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>>;
+}
+
+impl Records for ReadTraffic<'_, '_, ServerConnectionData> {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
+        self.next_record()
+    }
+}
+
+impl Records for ReadEarlyData<'_, '_, ServerConnectionData> {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
+        self.next_record()
+    }
+}
+
+/// Delivers every record (see [`deliver`]), adding what each lets go of to `discard`; the
+/// first record that fails to decrypt stops it and is returned.
+fn deliver_all(
+    records: &mut impl Records,
+    buf: &mut [u8],
+    plain: &mut usize,
+    held: &mut Vec<u8>,
+    discard: &mut usize,
+) -> Option<rustls::Error> {
+    while let Some(record) = records.next() {
+        match record {
+            Ok(r) => *discard += deliver(r, buf, plain, held),
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
 fn deliver(
     record: AppDataRecord<'_>,
     buf: &mut [u8],

@@ -47,7 +47,7 @@ fn established_lines_are_read_before_the_turns_accepts() {
     h.send(Ev::Block);
     h.wait(|r| matches!(r, Report::Blocked).then_some(()));
     let newcomers: Vec<_> = (0..20).map(|_| client(h.plain)).collect();
-    c.write_all(b"!accepted\n").expect("write");
+    c.write_all(b"!count accepted\n").expect("write");
     h.gate.open();
     // Read before any of the newcomers was accepted.
     assert_eq!(read_n(&mut c, 2), b"1\n");

@@ -172,7 +172,7 @@ fn established_lines_are_read_before_the_turns_handshake_steps() {
             (conn, tcp)
         })
         .collect();
-    plain.write_all(b"!deferrals\n").expect("write");
+    plain.write_all(b"!count deferrals\n").expect("write");
     h.gate.open();
     let mut reply = [0u8; 2];
     plain.read_exact(&mut reply).expect("reply");

@@ -147,19 +147,15 @@ impl Toy {
             core.restart_handshake(id);
             core.send(id, b"again\n");
             return;
-        } else if text == "!accepted" {
-            // Connections accepted so far, as this line is read.
-            let n = core
-                .stats()
-                .accepted
-                .load(std::sync::atomic::Ordering::Relaxed);
-            core.send_owned(id, format!("{n}\n").into_bytes());
-        } else if text == "!deferrals" {
-            // Handshake steps put off so far, as this line is read.
-            let n = core
-                .stats()
-                .handshake_deferrals
-                .load(std::sync::atomic::Ordering::Relaxed);
+        } else if let Some(name) = text.strip_prefix("!count ") {
+            // A counter as this line is read: connections accepted, handshake steps put off.
+            let stats = core.stats();
+            let counter = match name {
+                "accepted" => &stats.accepted,
+                "deferrals" => &stats.handshake_deferrals,
+                other => panic!("no counter {other}"),
+            };
+            let n = counter.load(std::sync::atomic::Ordering::Relaxed);
             core.send_owned(id, format!("{n}\n").into_bytes());
         } else if text == "!info" {
             let info = format!(
