@@ -8,7 +8,8 @@
 # machine hits them alike; the median round is printed. Loopback only; stops only what it
 # started.
 #
-#   benches/handshakes.sh [NAME=BINARY ...]   # ROUNDS=5 DURATION=4s
+#   benches/handshakes.sh [NAME=BINARY [FLAG ...] ...]   # ROUNDS=5 DURATION=4s
+#   e.g. "loop=target/release/actionwire --handshake-threads 0" (quoted: one argument each)
 #   default: ring=target/release/actionwire, and aws-lc=<a build with --features aws-lc>
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,19 +35,24 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 openssl req -x509 -newkey ed25519 -nodes -days 1 \
   -keyout "$TMP/ed25519.key" -out "$TMP/ed25519.pem" "${san[@]}" >/dev/null 2>&1
 
+# With taskset and 2+ cores the server gets core 0 and the load generator core 1: the
+# server's threads (loop and handshake threads) share one core, as one process per core
+# does in production, and never wait for the generator.
+PIN_S=(); PIN_G=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then PIN_S=(taskset -c 0); PIN_G=(taskset -c 1); fi
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A got
 CASES=()
 for b in "${BUILDS[@]}"; do for k in p256 ed25519; do CASES+=("${b%%=*}/$k=${b#*=}"); done; done
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
-    name=${c%%=*}; bin=${c#*=}; key=${name#*/}
+    name=${c%%=*}; key=${name#*/}; read -ra words <<<"${c#*=}"; bin=${words[0]}; extra=("${words[@]:1}")
     port=$(free_port)
-    "$bin" --bind 127.0.0.1 --port "$port" --tls-cert "$TMP/$key.pem" --tls-key "$TMP/$key.key" \
+    "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" --tls-cert "$TMP/$key.pem" --tls-key "$TMP/$key.key" \
       --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
     wait_port "$port"
     t0=$(ticks "$pid")
-    out=$(timeout 120 "$GEN" bench --json --target "127.0.0.1:$port" --tls --ca "$TMP/$key.pem" \
+    out=$(timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$port" --tls --ca "$TMP/$key.pem" \
       --handshakes --connections 16 --duration "$DURATION" --warmup 0s 2>/dev/null)
     t1=$(ticks "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -6,7 +6,8 @@
 # handshake → welcome → close, over and over). Prints p50/p99 before and during, and the
 # handshakes per second the storm got. Loopback only; stops only what it started.
 #
-#   benches/storm.sh [BINARY ...]      # default target/release/actionwire; RATE=10000 STORM=64 ROUNDS=3
+#   benches/storm.sh [SERVER ...]      # default target/release/actionwire; RATE=10000 STORM=64 ROUNDS=3
+#   a SERVER is "[NAME=]BINARY [FLAG ...]", e.g. "loop=target/release/actionwire --handshake-threads 0"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-10000}; STORM=${STORM:-64}; DURATION=${DURATION:-8s}; ROUNDS=${ROUNDS:-3}
@@ -38,9 +39,11 @@ fi
 load() { timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$1" --connections 1000 --rate "$RATE" \
   --duration "$DURATION" --warmup 1s --request 'paramView x' --expect '{"status":"OK"' 2>/dev/null; }
 printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s" "failed"
-for bin in "${BINS[@]}"; do
+for spec in "${BINS[@]}"; do
+  read -ra words <<<"$spec"; bin=${words[0]#*=}; name=${words[0]%%=*}; extra=("${words[@]:1}")
+  [ "$name" != "${words[0]}" ] || name=$(basename "$bin")
   port=$(free_port); tls=$(free_port)
-  "${PIN_S[@]}" "$bin" --bind 127.0.0.1 --port "$port" --tls-port "$tls" --tls-cert "$TMP/cert.pem" \
+  "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" --tls-port "$tls" --tls-cert "$TMP/cert.pem" \
     --tls-key "$TMP/key.pem" --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
   wait_port "$port"; wait_port "$tls"
   # Alone and during a storm, ROUNDS times over: a shared machine's noise shows as rounds
@@ -54,12 +57,12 @@ for bin in "${BINS[@]}"; do
     wait "$storm" || true
     b99=$(json "d['latency_us']['p99']" <<<"$before"); d99=$(json "d['latency_us']['p99']" <<<"$during")
     ratios+=("$(python3 -c "print($d99 / $b99)")")
-    printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$(basename "$bin")" "$r" \
+    printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$name" "$r" \
       "$(json "d['latency_us']['p50']" <<<"$before")" "$b99" \
       "$(json "d['latency_us']['p50']" <<<"$during")" "$d99" \
       "$(json "round(d['per_second'])" <"$TMP/storm.json")" \
       "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")"
   done
-  python3 -c 'import statistics,sys; print("%s: median p99 during / p99 before = %.2f" % (sys.argv[1], statistics.median(map(float, sys.argv[2:]))))' "$(basename "$bin")" "${ratios[@]}"
+  python3 -c 'import statistics,sys; print("%s: median p99 during / p99 before = %.2f" % (sys.argv[1], statistics.median(map(float, sys.argv[2:]))))' "$name" "${ratios[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done

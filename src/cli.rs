@@ -88,6 +88,12 @@ struct ServeArgs {
     #[arg(long, env = "ACTIONWIRE_WORKERS")]
     workers: Option<usize>,
 
+    /// Threads that run TLS handshakes' cryptography at the lowest priority, so that new
+    /// clients never delay established ones (workers.handshakeThreads; default 1; 0 = on
+    /// the event loop, a few handshake steps per loop turn).
+    #[arg(long, value_name = "N", env = "ACTIONWIRE_HANDSHAKE_THREADS")]
+    handshake_threads: Option<usize>,
+
     /// Send `{"context":"api","status":"keep-alive",…}` to a connection after this many ms
     /// without receiving anything, and again every interval while it stays silent
     /// (servers.socket.keepAliveInterval; 0 = off).
@@ -264,6 +270,9 @@ fn serve(cli: ServeArgs, builder: ServerBuilder) -> ExitCode {
     }
     if let Some(workers) = cli.workers {
         config.workers.count = workers;
+    }
+    if let Some(n) = cli.handshake_threads {
+        config.workers.handshake_threads = n;
     }
     let socket = &mut config.servers.socket;
     if let Some(ms) = cli.keep_alive_interval {

@@ -191,6 +191,7 @@ impl ServerBuilder {
             read_pause_bytes: s.output_buffer_soft_limit.min(256 * 1024),
             shutdown_grace: Duration::from_millis(g.pending_shutdown_wait_limit),
             linger: Duration::from_secs(5),
+            handshake_threads: cfg.workers.handshake_threads,
             ..ReactorConfig::default()
         };
         let stats = Arc::new(ReactorStats::default());

@@ -355,8 +355,14 @@ impl Metrics {
         counter(
             &mut o,
             "actionwire_tls_handshakes_deferred_total",
-            "TLS handshake steps put off to a later loop turn (at most 4 per turn, so a storm of new clients cannot stall established ones).",
+            "TLS handshake steps run on the event loop (workers.handshakeThreads 0) put off to a later loop turn (at most 4 per turn, so a storm of new clients cannot stall established ones).",
             load(&stats.handshake_deferrals),
+        );
+        counter(
+            &mut o,
+            "actionwire_tls_handshake_steps_away_total",
+            "TLS handshake steps run on the handshake threads (workers.handshakeThreads), off the event loop.",
+            load(&stats.handshake_steps_away),
         );
         counter(
             &mut o,

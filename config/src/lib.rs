@@ -411,12 +411,24 @@ impl ServerOptions {
     }
 }
 
-/// `workers.*`: the pool that runs actions.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `workers.*`: the pools that run actions and TLS handshakes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Workers {
     /// Worker threads; 0 = one per core.
     pub count: usize,
+    /// Threads that run TLS handshakes' cryptography at the lowest priority, which the
+    /// event loop preempts; 0 runs it on the event loop (a few steps per loop turn).
+    pub handshake_threads: usize,
+}
+
+impl Default for Workers {
+    fn default() -> Workers {
+        Workers {
+            count: 0,
+            handshake_threads: 1,
+        }
+    }
 }
 
 /// `general.serverToken`'s default (actionhero's): the start line warns when a cluster
@@ -577,6 +589,12 @@ impl Config {
         if self.workers.count > MAX_WORKERS {
             return err("workers.count", "must be at most 1024 (0 = one per core)");
         }
+        if self.workers.handshake_threads > MAX_WORKERS {
+            return err(
+                "workers.handshakeThreads",
+                "must be at most 1024 (0 = handshakes on the event loop)",
+            );
+        }
         if g.channel.is_empty() {
             return err("general.channel", "must not be empty");
         }
@@ -692,6 +710,8 @@ mod tests {
         assert_eq!(e.key, "servers.socket.maxLineBytes");
         let e = error_of(r#"{"workers":{"count":5000}}"#);
         assert_eq!(e.key, "workers.count");
+        let e = error_of(r#"{"workers":{"handshakeThreads":5000}}"#);
+        assert_eq!(e.key, "workers.handshakeThreads");
         let e = error_of(r#"{"general":{"startingChatRooms":{"a":{"x":1}}}}"#);
         assert_eq!(e.key, "general.startingChatRooms.a");
         let e = error_of(r#"{"servers":{"socket":{"secure":true}}}"#);

@@ -21,10 +21,10 @@ use crate::errors::{IoClass, classify};
 use crate::events::{EVENTS_PER_TURN, EventQueue, EventSender};
 use crate::handler::Handler;
 use crate::output::{BlockDone, Flushed};
-use crate::pool::{Done, Pool};
+use crate::pool::{Done, Pool, Priority};
 use crate::stats::ReactorStats;
 use crate::timers::MAX_ENDPOINT_SLOT;
-use crate::transport::{ReadError, Transport};
+use crate::transport::{AwayStep, ReadError, Transport};
 
 /// Size of the loop's shared read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -56,13 +56,23 @@ pub struct Reactor<H: Handler> {
     pub(crate) core: Core<H>,
     pub(crate) handler: H,
     pub(crate) read_buf: Vec<u8>,
-    /// TLS handshake steps left this turn.
-    handshake_budget: usize,
+    /// TLS handshake steps left this turn (when they run on the loop thread).
+    pub(crate) handshake_budget: usize,
     /// Handshaking endpoints that were readable this turn: stepped after established
     /// traffic's replies are flushed (see [`Reactor::step_handshakes`]).
-    handshakes: Vec<ConnId>,
+    pub(crate) handshakes: Vec<ConnId>,
     /// True while [`Reactor::step_handshakes`] runs: a handshake read may go ahead.
-    handshake_phase: bool,
+    pub(crate) handshake_phase: bool,
+    /// The handshake threads (none when `handshake_threads` is 0: steps run on the loop).
+    pub(crate) away: Option<Pool<AwayStep>>,
+    /// Sessions back from the handshake threads, taken each wake-up.
+    pub(crate) away_back: Vec<Done<AwayStep>>,
+    /// This turn's handshake steps go to the handshake threads (see
+    /// [`Reactor::step_handshakes`]).
+    pub(crate) sending_away: bool,
+    /// When application bytes were last read from an open endpoint: established traffic
+    /// that handshake steps on the loop thread would delay.
+    pub(crate) traffic_at: Option<Instant>,
     completions: Vec<Done<H::Completion>>,
     /// File blocks read off the loop, taken each wake-up.
     blocks: Vec<Done<BlockDone>>,
@@ -90,6 +100,15 @@ impl<H: Handler> Reactor<H> {
             "actionwire-file",
             Arc::clone(&waker),
         )?;
+        let away = match cfg.handshake_threads {
+            0 => None,
+            n => Some(Pool::with_priority(
+                n,
+                "actionwire-handshake",
+                Arc::clone(&waker),
+                Priority::Background,
+            )?),
+        };
         let events = EventQueue::new(cfg.event_queue, Arc::clone(&waker));
         let cfg = ReactorConfig {
             max_connections: cfg.max_connections.clamp(1, MAX_ENDPOINT_SLOT),
@@ -108,6 +127,10 @@ impl<H: Handler> Reactor<H> {
             handshake_budget: 0,
             handshakes: Vec::new(),
             handshake_phase: false,
+            away,
+            away_back: Vec::new(),
+            sending_away: false,
+            traffic_at: None,
             completions: Vec::new(),
             blocks: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -266,6 +289,7 @@ impl<H: Handler> Reactor<H> {
         }
         self.completions = done;
         self.file_blocks_read();
+        self.handshake_steps_back();
         if !self.core.events.is_behind() {
             return; // the common wake-up: completions only
         }
@@ -326,7 +350,7 @@ impl<H: Handler> Reactor<H> {
         self.handler.on_shutdown(&mut self.core);
     }
 
-    fn read_ready(&mut self) {
+    pub(crate) fn read_ready(&mut self) {
         for _ in 0..self.core.ready.len() {
             let Some(id) = self.core.ready.pop_front() else {
                 break;
@@ -338,30 +362,8 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// TLS handshake steps, after the turn's replies to established clients are written: a
-    /// full handshake's first step (key exchange and signature) takes a hundred microseconds
-    /// or more, and a request that arrived in the same turn as a storm of new clients must not
-    /// wait for them. At most `handshakes_per_turn` steps; the rest stay readable for the next
-    /// turn, behind that turn's established traffic again. Their output is flushed at the end
-    /// of the turn.
-    fn step_handshakes(&mut self) {
-        if self.handshakes.is_empty() {
-            return;
-        }
-        self.handshake_budget = self.core.cfg.handshakes_per_turn.max(1);
-        self.handshake_phase = true;
-        let mut pending = std::mem::take(&mut self.handshakes);
-        for id in pending.drain(..) {
-            self.read_endpoint(id);
-        }
-        // Keeps the allocation for the next turn (nothing is queued while the phase runs).
-        debug_assert!(self.handshakes.is_empty());
-        self.handshakes = pending;
-        self.handshake_phase = false;
-    }
-
     /// Reads from one endpoint, up to the per-turn budget.
-    fn read_endpoint(&mut self, id: ConnId) {
+    pub(crate) fn read_endpoint(&mut self, id: ConnId) {
         for _ in 0..READS_PER_TURN {
             let pause_at = self.core.cfg.read_pause_bytes;
             let tick = self.core.timers.tick32();
@@ -384,6 +386,9 @@ impl<H: Handler> Reactor<H> {
                     }
                     return;
                 }
+                // A handshake step is running on a handshake thread: the readiness waits
+                // for the session to come back (which looks again).
+                Phase::Open if ep.transport.is_away() => return,
                 // Handshakes are the expensive reads: they wait until established traffic's
                 // replies are out, and past this turn's share for the next turn (the endpoint
                 // stays readable), behind established traffic again.
@@ -395,6 +400,9 @@ impl<H: Handler> Reactor<H> {
                     stats.handshake_deferrals.fetch_add(1, Ordering::Relaxed);
                     self.core.mark_ready(id);
                     return;
+                }
+                Phase::Open if ep.transport.server_handshaking() && self.sending_away => {
+                    return self.send_handshake_away(id);
                 }
                 Phase::Open => {
                     if ep.transport.is_handshaking() {
@@ -443,6 +451,7 @@ impl<H: Handler> Reactor<H> {
                 self.tls_opened(id, kind);
             }
             if step.plain > 0 && self.core.is_open(id) {
+                self.traffic_at = Some(self.core.now);
                 self.handler
                     .on_data(&mut self.core, id, &mut self.read_buf[..step.plain]);
             }
@@ -455,38 +464,6 @@ impl<H: Handler> Reactor<H> {
         if self.core.ep(id).is_some_and(|e| e.has_input()) {
             self.core.mark_ready(id);
         }
-    }
-
-    /// A TLS handshake completed: the endpoint opens for the application.
-    fn tls_opened(&mut self, id: ConnId, kind: EndpointKind) {
-        match kind {
-            EndpointKind::Accepted => {
-                if let Some(ep) = self.core.ep_mut(id) {
-                    ep.handshaking = false;
-                    log::debug!("{id:?} ({}): TLS handshake complete", ep.peer);
-                }
-                self.core
-                    .stats
-                    .tls_handshakes
-                    .fetch_add(1, Ordering::Relaxed);
-                // Only the handshake deadline applied so far; now idle and keep-alive do.
-                self.core.schedule(id);
-            }
-            EndpointKind::Outbound => self.core.outbound_opened(id),
-        }
-        self.handler.on_open(&mut self.core, id);
-    }
-
-    fn tls_failed(&mut self, id: ConnId, e: &rustls::Error) {
-        let Some(ep) = self.core.ep(id) else {
-            return;
-        };
-        if ep.kind == EndpointKind::Outbound && ep.handshaking {
-            return self.core.outbound_failed(id, e);
-        }
-        log::debug!("{id:?}: TLS error with {}: {e}", ep.peer);
-        self.core.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
-        self.core.kill(id, CloseReason::Error);
     }
 
     pub(crate) fn read_failed(&mut self, id: ConnId, e: io::Error) {

@@ -19,7 +19,8 @@
 //! - [`pool`]: the worker pool and its completion queue;
 //! - [`stats`]: counters shared with other threads;
 //! - [`errors`]: the one place where socket `io::Error`s are classified;
-//! - [`event_loop`]: the loop itself, as passes over the endpoints.
+//! - [`event_loop`]: the loop itself, as passes over the endpoints;
+//! - [`handshake`]: when and where TLS handshake steps run (the handshake threads).
 
 pub mod accept;
 pub mod connect;
@@ -29,6 +30,7 @@ pub mod errors;
 pub mod event_loop;
 pub mod events;
 pub mod handler;
+pub mod handshake;
 pub mod output;
 pub mod pool;
 pub mod proxy;

@@ -8,6 +8,11 @@
 //!   `mio::Waker`) only when it finds that vector empty, so a burst costs one wake-up.
 //!
 //! A panicking job is caught and reported as [`JobPanic`]; the worker lives on.
+//!
+//! A pool's threads run at the process's priority, or as [`Priority::Background`]: the
+//! lowest nice value under the normal policy, so that the loop thread preempts them the
+//! moment it has work (the TLS handshake pool: a storm of new clients' key exchanges must
+//! not delay established clients' replies) while they still progress on a busy core.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -46,6 +51,9 @@ pub(crate) struct Shared<C> {
     done: Mutex<Vec<Done<C>>>,
     waker: Arc<Waker>,
     workers: usize,
+    /// Each job is taken alone and its result delivered when it finishes (the background
+    /// pools: a job is long next to a wake-up, and the loop can act on each result at once).
+    one_at_a_time: bool,
     /// Jobs queued or running.
     pub(crate) in_flight: AtomicUsize,
 }
@@ -112,6 +120,33 @@ impl<C> Completer<C> {
     }
 }
 
+/// How a pool's threads are scheduled against the loop thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// As the process (the loop thread waits for their results).
+    Normal,
+    /// Nice 19 under the normal policy, even when the process runs under a real-time one
+    /// (`chrt`): the loop thread preempts them on wake-up. Each job's result is delivered
+    /// as soon as it finishes.
+    Background,
+}
+
+/// Lowers the calling thread to [`Priority::Background`].
+fn lower_priority() -> std::io::Result<()> {
+    let normal = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system calls on the calling thread (0 names it, for both on Linux: the
+    // policy and the nice value are per thread), with a valid parameter block.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A fixed set of worker threads.
 pub(crate) struct Pool<C> {
     pub(crate) shared: Arc<Shared<C>>,
@@ -122,6 +157,16 @@ pub(crate) struct Pool<C> {
 impl<C: Send + 'static> Pool<C> {
     /// `threads` threads named `<name>-<i>`.
     pub(crate) fn new(threads: usize, name: &str, waker: Arc<Waker>) -> std::io::Result<Pool<C>> {
+        Pool::with_priority(threads, name, waker, Priority::Normal)
+    }
+
+    /// As [`Pool::new`], its threads scheduled as `priority` says.
+    pub(crate) fn with_priority(
+        threads: usize,
+        name: &str,
+        waker: Arc<Waker>,
+        priority: Priority,
+    ) -> std::io::Result<Pool<C>> {
         debug_assert!(threads > 0);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -133,13 +178,21 @@ impl<C: Send + 'static> Pool<C> {
             done: Mutex::new(Vec::new()),
             waker,
             workers: threads,
+            one_at_a_time: priority == Priority::Background,
             in_flight: AtomicUsize::new(0),
         });
         for i in 0..threads {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || worker(&shared))?;
+                .spawn(move || {
+                    if priority == Priority::Background
+                        && let Err(e) = lower_priority()
+                    {
+                        log::warn!("a background thread keeps the process's priority: {e}");
+                    }
+                    worker(&shared)
+                })?;
         }
         Ok(Pool {
             shared,
@@ -198,7 +251,10 @@ fn worker<C>(shared: &Shared<C>) {
                 q.sleeping -= 1;
             }
             // An even share of what is queued, so the other workers get some too.
-            let take = q.jobs.len().div_ceil(shared.workers).max(1);
+            let take = match shared.one_at_a_time {
+                true => 1,
+                false => q.jobs.len().div_ceil(shared.workers).max(1),
+            };
             batch.extend(q.jobs.drain(..take));
         }
         for job in batch.drain(..) {
@@ -223,6 +279,45 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// Runs `f` on a one-thread pool of `priority` and returns what it saw.
+    fn on_pool<T: Send + 'static>(priority: Priority, f: fn() -> T) -> T {
+        let mut poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let mut pool: Pool<T> = Pool::with_priority(1, "test-prio", waker, priority).expect("pool");
+        pool.spawn(ConnId::new(1, 1), Box::new(f));
+        pool.dispatch();
+        let mut events = mio::Events::with_capacity(4);
+        let mut done = Vec::new();
+        while done.is_empty() {
+            poll.poll(&mut events, Some(Duration::from_secs(20)))
+                .expect("poll");
+            pool.shared.drain(&mut done);
+        }
+        done.pop().expect("one result").1.expect("no panic")
+    }
+
+    /// The calling thread's scheduling policy and nice value.
+    fn scheduling() -> (i32, i32) {
+        // SAFETY: queries about the calling thread.
+        unsafe {
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, 0),
+            )
+        }
+    }
+
+    #[test]
+    fn background_threads_run_at_the_lowest_normal_priority() {
+        let normal = on_pool(Priority::Normal, scheduling);
+        let here = scheduling();
+        assert_eq!(normal, here, "a normal pool keeps the process's scheduling");
+        assert_eq!(
+            on_pool(Priority::Background, scheduling),
+            (libc::SCHED_OTHER, 19)
+        );
+    }
 
     #[test]
     fn dropping_the_pool_ends_its_idle_workers() {

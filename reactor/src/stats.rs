@@ -38,6 +38,8 @@ pub struct ReactorStats {
     pub reads: AtomicU64,
     /// TLS handshake steps put off to a later loop turn (`handshakes_per_turn` reached).
     pub handshake_deferrals: AtomicU64,
+    /// TLS handshake steps run on a handshake thread (`handshake_threads`).
+    pub handshake_steps_away: AtomicU64,
     /// Outbound endpoints open now (connecting or connected).
     pub outbound_open: AtomicUsize,
     /// Outbound connections established (and past their TLS handshake).

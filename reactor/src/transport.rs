@@ -1,21 +1,20 @@
 //! The transport seam: how bytes cross between an endpoint's socket and the application.
 //!
-//! `Transport` is `Plain` (the socket's bytes are the application's bytes) or `Tls` (rustls
+//! `Transport` is `Plain` (the socket's bytes are the application's bytes) or TLS (rustls
 //! in between, server or client side). This module owns every rustls call the loop makes:
-//! the loop asks a transport to `read` one step, to
-//! `flush` an output queue, whether it is still handshaking or has
-//! records to write, and to `close`; it never touches rustls itself.
+//! the loop asks a transport to `read` one step, to `flush` an output queue, whether it is
+//! still handshaking or has records to write, and to `close`; it never touches rustls
+//! itself.
 //!
 //! Accepted endpoints speak TLS through rustls's unbuffered API (`server_tls.rs`: no buffer
 //! is held by an idle connection); outbound ones, which are few, through its buffered API
-//! (below).
+//! (`client_tls.rs`).
 //!
-//! The buffered side is driven by hand, never through rustls's blocking helpers: `read_tls` (at most one
-//! socket read per step) then `process_new_packets`; alerts are flushed before a failed
-//! connection is dropped; plaintext already buffered inside rustls is handed out before the
-//! socket is read again (after the handshake a client's first request often arrives in the
-//! same flight); and rustls's plaintext buffer limit is honoured as backpressure (a full
-//! buffer is `WouldBlock` to the output queue, which keeps the rest).
+//! An accepted endpoint's handshake steps may run off the loop thread: the loop reads the
+//! socket ([`Transport::read_for_away`]), sends the session away ([`Transport::send_away`]:
+//! the transport is `Away` meanwhile, reads nothing and writes nothing), a handshake thread
+//! runs rustls over the bytes ([`AwayJob::run`]), and the loop takes the session back with
+//! its flight to write ([`Transport::come_back`]).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -24,7 +23,9 @@ use rustls::pki_types::ServerName;
 
 use crate::output::{Flushed, OutQueue};
 
+mod client_tls;
 mod server_tls;
+use client_tls::Tls;
 use server_tls::ServerTls;
 
 /// Bytes written per endpoint per flush before it is requeued (fairness).
@@ -37,19 +38,30 @@ pub(crate) enum Transport {
     Tls(Box<Tls>),
     /// An accepted endpoint's TLS (rustls's unbuffered API).
     ServerTls(Box<ServerTls>),
+    /// An accepted endpoint's TLS session while one of its handshake steps runs on a
+    /// handshake thread (see [`Transport::send_away`]).
+    Away,
 }
 
-/// A rustls connection (either side) and what the loop needs to know about it.
-pub(crate) struct Tls {
-    conn: rustls::Connection,
-    /// Decrypted bytes waiting inside rustls.
-    plaintext: usize,
-    /// The socket reported EOF.
-    eof: bool,
-    /// The peer's close_notify arrived.
-    close_notify: bool,
-    /// We are closing: `close_notify` goes out once the output queue is drained.
-    closing: bool,
+/// A handshake step to run off the loop thread: the session and the bytes read for it.
+pub(crate) struct AwayJob(Box<ServerTls>);
+
+impl AwayJob {
+    /// Runs rustls over the bytes read (the expensive part of a handshake: key exchange,
+    /// signature, certificate checks).
+    pub(crate) fn run(mut self) -> AwayStep {
+        let outcome = self.0.step_away();
+        AwayStep {
+            tls: self.0,
+            outcome,
+        }
+    }
+}
+
+/// A handshake step that ran off the loop thread, for [`Transport::come_back`].
+pub(crate) struct AwayStep {
+    tls: Box<ServerTls>,
+    outcome: Result<ReadStep, rustls::Error>,
 }
 
 /// What one [`Transport::read`] step did.
@@ -103,7 +115,70 @@ impl Transport {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_) | Transport::ServerTls(_))
+        !matches!(self, Transport::Plain)
+    }
+
+    /// An accepted endpoint's handshake, whose steps may run off the loop thread.
+    pub(crate) fn server_handshaking(&self) -> bool {
+        match self {
+            Transport::ServerTls(t) => t.is_handshaking(),
+            Transport::Away => true,
+            Transport::Plain | Transport::Tls(_) => false,
+        }
+    }
+
+    /// The session is away on a handshake thread.
+    pub(crate) fn is_away(&self) -> bool {
+        matches!(self, Transport::Away)
+    }
+
+    /// One socket read for a handshake step to run off the loop thread (nothing is
+    /// processed here; `plain` is 0). Only for [`Transport::server_handshaking`].
+    pub(crate) fn read_for_away<S: Read>(&mut self, stream: &mut S) -> io::Result<ReadStep> {
+        match self {
+            Transport::ServerTls(t) => t.read_raw(stream),
+            _ => {
+                debug_assert!(
+                    false,
+                    "a read for a handshake step of a transport without one"
+                );
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    /// Sends the session away for a step; the transport is `Away` until
+    /// [`Transport::come_back`].
+    pub(crate) fn send_away(&mut self) -> Option<AwayJob> {
+        match std::mem::replace(self, Transport::Away) {
+            Transport::ServerTls(t) => Some(AwayJob(t)),
+            other => {
+                debug_assert!(false, "only a server session goes away");
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes the session back from a step: what it did, as a read step would say (its
+    /// flight waits in the transport for the next flush; application bytes that came along
+    /// are held for the next read). On a TLS error the alert is written to `stream` (best
+    /// effort) before it is returned.
+    pub(crate) fn come_back<S: Write>(
+        &mut self,
+        stream: &mut S,
+        step: AwayStep,
+    ) -> Result<ReadStep, rustls::Error> {
+        debug_assert!(
+            self.is_away(),
+            "a session came back to a transport not away"
+        );
+        let AwayStep { mut tls, outcome } = step;
+        if outcome.is_err() {
+            tls.write_pending(stream);
+        }
+        *self = Transport::ServerTls(tls);
+        outcome
     }
 
     /// A TLS handshake is still in progress: no application bytes flow yet.
@@ -112,6 +187,7 @@ impl Transport {
             Transport::Plain => false,
             Transport::Tls(t) => t.conn.is_handshaking(),
             Transport::ServerTls(t) => t.is_handshaking(),
+            Transport::Away => true,
         }
     }
 
@@ -121,6 +197,7 @@ impl Transport {
             Transport::Plain => false,
             Transport::Tls(t) => t.conn.wants_write(),
             Transport::ServerTls(t) => t.wants_write(),
+            Transport::Away => false,
         }
     }
 
@@ -130,6 +207,7 @@ impl Transport {
             Transport::Plain => false,
             Transport::Tls(t) => t.plaintext > 0,
             Transport::ServerTls(t) => t.has_plaintext(),
+            Transport::Away => false,
         }
     }
 
@@ -143,6 +221,11 @@ impl Transport {
             Transport::Plain => plain_read(stream, buf).map_err(ReadError::Io),
             Transport::Tls(t) => t.read(stream, buf),
             Transport::ServerTls(t) => t.read(stream, buf),
+            // The loop does not read an endpoint whose session is away.
+            Transport::Away => {
+                debug_assert!(false, "a read while the session is away");
+                Ok(ReadStep::default())
+            }
         }
     }
 
@@ -168,6 +251,8 @@ impl Transport {
                 t.flush(stream, app)
             }
             Transport::ServerTls(t) => t.flush(stream, out),
+            // The flight comes back with the session; nothing can be written meanwhile.
+            Transport::Away => Ok((Flushed::Drained, 0)),
         }
     }
 
@@ -178,6 +263,8 @@ impl Transport {
             Transport::Plain => {}
             Transport::Tls(t) => t.closing = true,
             Transport::ServerTls(t) => t.close(),
+            // Still in the handshake: such an endpoint is dropped, not drained.
+            Transport::Away => {}
         }
     }
 }
@@ -195,132 +282,6 @@ fn plain_read<S: Read>(stream: &mut S, buf: &mut [u8]) -> io::Result<ReadStep> {
     })
 }
 
-impl Tls {
-    fn read<S: Read + Write>(
-        &mut self,
-        stream: &mut S,
-        buf: &mut [u8],
-    ) -> Result<ReadStep, ReadError> {
-        let mut step = ReadStep::default();
-        if self.plaintext == 0 && !self.eof {
-            match self.conn.read_tls(stream) {
-                Ok(0) => {
-                    self.eof = true;
-                    step.eof = true;
-                }
-                Ok(n) => step.wire = n,
-                // (rustls's "plaintext buffer full" cannot happen: the socket is read only
-                // once every decrypted byte has been handed out.)
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-            let was_handshaking = self.conn.is_handshaking();
-            let io = match self.conn.process_new_packets() {
-                Ok(io) => io,
-                Err(err) => {
-                    // Best effort: send the alert rustls queued, then the caller drops it.
-                    let _ = self.conn.write_tls(stream);
-                    return Err(ReadError::Tls(err));
-                }
-            };
-            self.plaintext = io.plaintext_bytes_to_read();
-            self.close_notify = io.peer_has_closed();
-            step.handshake_done = was_handshaking && !self.conn.is_handshaking();
-        }
-        // Hand out what rustls holds. With nothing decrypted it answers at once (WouldBlock,
-        // or EOF), no syscall, so there is no need to ask only when something is counted.
-        match self.conn.reader().read(buf) {
-            Ok(n) => {
-                step.plain = n;
-                self.plaintext = self.plaintext.saturating_sub(n);
-                if n == 0 {
-                    self.plaintext = 0; // close_notify: nothing more will come
-                }
-            }
-            // Nothing (yet), or EOF without close_notify: treated as closed below.
-            Err(_) => self.plaintext = 0,
-        }
-        step.peer_closed = self.plaintext == 0 && (self.eof || self.close_notify);
-        Ok(step)
-    }
-
-    /// Writes records rustls has ready, feeds `out` into rustls as far as its buffer limit
-    /// allows, and repeats until the socket would block or everything is out.
-    fn flush<S: Write>(
-        &mut self,
-        stream: &mut S,
-        mut out: Option<&mut OutQueue>,
-    ) -> io::Result<(Flushed, usize)> {
-        let closing = self.closing;
-        let tls = &mut self.conn;
-        let mut written = 0;
-        loop {
-            while tls.wants_write() {
-                if written >= WRITE_BUDGET {
-                    return Ok((Flushed::Budget, written));
-                }
-                match tls.write_tls(stream) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok((Flushed::Blocked, written));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let Some(queue) = out.as_deref_mut() else {
-                return Ok((Flushed::Drained, written));
-            };
-            if queue.is_empty() {
-                if closing {
-                    tls.send_close_notify(); // the end of the stream; nothing once sent
-                    if tls.wants_write() {
-                        continue;
-                    }
-                }
-                return Ok((Flushed::Drained, written));
-            }
-            let (state, _) = queue.flush(&mut PlaintextSink(tls), usize::MAX)?;
-            if !tls.wants_write() {
-                if state == Flushed::Stalled {
-                    return Ok((Flushed::Stalled, written)); // a file block is being read
-                }
-                // rustls took nothing and has nothing to send: only possible if its limit is
-                // zero. Never spin on it.
-                debug_assert!(
-                    queue.is_empty(),
-                    "rustls refused plaintext with nothing to send"
-                );
-                return Ok((Flushed::Blocked, written));
-            }
-        }
-    }
-}
-
-/// rustls's plaintext side as a `Write` whose full buffer is `WouldBlock` (backpressure),
-/// so the output queue keeps what rustls cannot take yet.
-struct PlaintextSink<'a>(&'a mut rustls::Connection);
-
-impl io::Write for PlaintextSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.0.writer().write(buf)? {
-            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self.0.writer().write_vectored(bufs)? {
-            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The transport against a scripted in-memory socket: what each step reads and writes,
@@ -331,6 +292,7 @@ mod tests {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+    use super::client_tls::PlaintextSink;
     use super::*;
 
     /// One side of an in-memory socket.

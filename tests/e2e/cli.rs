@@ -19,6 +19,7 @@ fn help_explains_every_flag() {
         ("--port", "ACTIONWIRE_PORT"),
         ("--bind", "ACTIONWIRE_BIND"),
         ("--workers", "ACTIONWIRE_WORKERS"),
+        ("--handshake-threads", "ACTIONWIRE_HANDSHAKE_THREADS"),
         ("--keep-alive-interval", "ACTIONWIRE_KEEP_ALIVE_INTERVAL"),
         ("--idle-timeout", "ACTIONWIRE_IDLE_TIMEOUT"),
         ("--handshake-timeout", "ACTIONWIRE_HANDSHAKE_TIMEOUT"),

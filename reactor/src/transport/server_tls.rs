@@ -153,6 +153,55 @@ impl ServerTls {
         })
     }
 
+    /// For a handshake step run elsewhere ([`ServerTls::step_away`]): one socket read,
+    /// appended to what is carried over. Nothing is processed here.
+    pub(crate) fn read_raw<S: Read>(&mut self, stream: &mut S) -> io::Result<ReadStep> {
+        debug_assert!(self.conn.is_handshaking() && self.plaintext.is_empty());
+        let mut step = ReadStep::default();
+        if self.eof {
+            step.peer_closed = true;
+            return Ok(step);
+        }
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            scratch_at_least(&mut scratch, READ_CHUNK);
+            let n = stream.read(&mut scratch[..READ_CHUNK])?;
+            self.incoming.extend_from_slice(&scratch[..n]);
+            step.wire = n;
+            // A short read drained the socket: the next edge tells about more.
+            step.drained = n < READ_CHUNK;
+            if n == 0 {
+                self.eof = true;
+                step.eof = true;
+                step.peer_closed = true;
+            }
+            Ok(step)
+        })
+    }
+
+    /// Runs rustls over the bytes [`ServerTls::read_raw`] gathered, off the loop thread:
+    /// the handshake's flights go to `outgoing`, any application data that came along into
+    /// the held plaintext. On error the alert is in `outgoing` (see
+    /// [`ServerTls::write_pending`]).
+    pub(crate) fn step_away(&mut self) -> Result<ReadStep, rustls::Error> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let mut plain = 0;
+        let was_handshaking = self.conn.is_handshaking();
+        self.process(&mut incoming, &mut [], &mut plain)?;
+        debug_assert_eq!(plain, 0, "an empty buffer took plaintext");
+        Ok(ReadStep {
+            handshake_done: was_handshaking && !self.conn.is_handshaking(),
+            peer_closed: self.plaintext.is_empty() && self.close_notify,
+            ..ReadStep::default()
+        })
+    }
+
+    /// Best effort: what is queued (an alert after an error) goes out before the caller
+    /// drops the connection.
+    pub(crate) fn write_pending<S: Write>(&mut self, stream: &mut S) {
+        let _ = self.write_outgoing(stream, usize::MAX);
+    }
+
     /// Processes every complete record in `incoming`: application data into `buf` (its
     /// first `*plain` bytes) and `self.plaintext` beyond, handshake flights and alerts into
     /// `outgoing`. What is left of `incoming` (a partial record) is kept.

@@ -5,6 +5,7 @@ mod toy;
 
 mod api;
 mod events;
+mod handshakes;
 mod io;
 mod outbound;
 mod proxy;

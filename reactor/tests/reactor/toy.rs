@@ -107,7 +107,7 @@ pub struct Gate {
 }
 
 impl Gate {
-    fn wait(&self) {
+    pub fn wait(&self) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         while !*open {
             open = self.cv.wait(open).unwrap_or_else(|p| p.into_inner());
@@ -444,11 +444,31 @@ impl Harness {
         Harness::try_start_at(cfg, opts, any).expect("listen")
     }
 
+    /// A loop whose TLS listener uses `server` (the harness's own certificates stay in
+    /// `certs`, unused by it).
+    pub fn start_with_server_tls(
+        cfg: ReactorConfig,
+        opts: ListenerOptions,
+        server: Arc<rustls::ServerConfig>,
+    ) -> Harness {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        Harness::try_start_with(cfg, opts, any, Some(server)).expect("listen")
+    }
+
     /// A loop whose plain listener is on `plain` (its TLS one on a free port).
     pub fn try_start_at(
         cfg: ReactorConfig,
         opts: ListenerOptions,
         plain: SocketAddr,
+    ) -> io::Result<Harness> {
+        Harness::try_start_with(cfg, opts, plain, None)
+    }
+
+    fn try_start_with(
+        cfg: ReactorConfig,
+        opts: ListenerOptions,
+        plain: SocketAddr,
+        server: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Harness> {
         let (reports_tx, reports) = mpsc::channel();
         let gate = Arc::new(Gate::default());
@@ -462,7 +482,7 @@ impl Harness {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let plain = reactor.listen(plain, opts.clone(), ())?;
         let tls_opts = ListenerOptions {
-            tls: Some(Arc::clone(&certs.server)),
+            tls: Some(server.unwrap_or_else(|| Arc::clone(&certs.server))),
             ..opts
         };
         let tls = reactor.listen(any, tls_opts, ()).expect("listen tls");

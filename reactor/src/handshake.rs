@@ -1,0 +1,190 @@
+//! TLS handshakes in the loop turn: when their steps run, and where.
+//!
+//! A full handshake's first step (key exchange and signature) costs a hundred microseconds
+//! or more, against a few for a request. So handshaking endpoints that are readable wait
+//! until the turn's replies to established clients are written ([`Reactor::step_handshakes`],
+//! after the accept pass), and then their steps either
+//! - run on the handshake threads (`ReactorConfig::handshake_threads` > 0, the default)
+//!   while there is established traffic to protect (application bytes read within
+//!   `handshake_traffic_window`): the loop only reads the socket and hands the session over
+//!   (at most [`AWAY_STEPS_PER_TURN`] per turn); the threads run at a low priority, so the
+//!   loop preempts them whenever established clients have work, and a storm of new clients
+//!   costs established ones a few microseconds per step, not the cryptography; or
+//! - run on the loop thread (no handshake threads, or no recent traffic: a hand-off costs
+//!   a pair of context switches each way, which only buys something when requests wait),
+//!   at most `handshakes_per_turn` per turn, the rest put off to the next turn behind its
+//!   established traffic again.
+//!
+//! A session that comes back ([`Reactor::handshake_steps_back`]) brings its flight, which
+//! the turn's flush writes, and any application bytes that came with the client's last
+//! handshake message, which the next read hands out.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::endpoint::{CloseReason, ConnId, EndpointKind, Phase};
+use crate::event_loop::Reactor;
+use crate::handler::Handler;
+use crate::transport::ReadStep;
+
+/// Handshake steps sent to the handshake threads per turn at most: each costs the loop one
+/// socket read and a hand-over, a few microseconds; the rest wait for the next turn, behind
+/// its established traffic.
+const AWAY_STEPS_PER_TURN: usize = 16;
+
+impl<H: Handler> Reactor<H> {
+    /// Steps the handshakes that were readable this turn (see the module header). Their
+    /// output is flushed at the end of the turn.
+    pub(crate) fn step_handshakes(&mut self) {
+        if self.handshakes.is_empty() {
+            return;
+        }
+        // Away only with established traffic to protect: a hand-off costs the core two
+        // context switches, which buys nothing when no request waits.
+        let window = self.core.cfg.handshake_traffic_window;
+        self.sending_away = self.away.is_some()
+            && (window == Duration::MAX
+                || self
+                    .traffic_at
+                    .is_some_and(|at| self.core.now.saturating_duration_since(at) < window));
+        self.handshake_budget = match self.sending_away {
+            true => AWAY_STEPS_PER_TURN,
+            false => self.core.cfg.handshakes_per_turn.max(1),
+        };
+        self.handshake_phase = true;
+        let mut pending = std::mem::take(&mut self.handshakes);
+        for id in pending.drain(..) {
+            self.read_endpoint(id);
+        }
+        // Keeps the allocation for the next turn (nothing is queued while the phase runs).
+        debug_assert!(self.handshakes.is_empty());
+        self.handshakes = pending;
+        self.handshake_phase = false;
+        self.sending_away = false;
+        if let Some(away) = self.away.as_mut() {
+            away.dispatch();
+        }
+    }
+
+    /// An accepted endpoint's handshake step off the loop thread: one socket read here,
+    /// rustls on a handshake thread (only with handshake threads).
+    pub(crate) fn send_handshake_away(&mut self, id: ConnId) {
+        let Some(away) = self.away.as_mut() else {
+            debug_assert!(false, "a handshake sent away without handshake threads");
+            return;
+        };
+        let tick = self.core.timers.tick32();
+        let Some((ep, stats)) = self.core.ep_and_stats(id) else {
+            return;
+        };
+        debug_assert!(!ep.transport.is_away() && self.handshake_budget > 0);
+        debug_assert!(self.sending_away);
+        self.handshake_budget -= 1;
+        stats.reads.fetch_add(1, Ordering::Relaxed);
+        let step = match ep.transport.read_for_away(&mut ep.stream) {
+            Ok(step) => step,
+            Err(e) => {
+                return self.read_failed(id, e);
+            }
+        };
+        ep.last_rx = tick;
+        stats
+            .bytes_in
+            .fetch_add(step.wire as u64, Ordering::Relaxed);
+        ep.note_read(&step);
+        if step.peer_closed {
+            // A client that leaves mid-handshake said nothing to answer.
+            self.core.close(id, CloseReason::Eof);
+            return;
+        }
+        if let Some(job) = ep.transport.send_away() {
+            stats.handshake_steps_away.fetch_add(1, Ordering::Relaxed);
+            away.spawn(id, Box::new(move || job.run()));
+        }
+    }
+
+    /// Sessions back from the handshake threads: each resumes as a read step on the loop
+    /// would have. One for an endpoint that is gone (closed, timed out) is dropped.
+    pub(crate) fn handshake_steps_back(&mut self) {
+        let Some(away) = self.away.as_ref() else {
+            return;
+        };
+        away.shared.drain(&mut self.away_back);
+        let mut back = std::mem::take(&mut self.away_back);
+        for (id, result) in back.drain(..) {
+            let Some(ep) = self.core.ep_mut(id) else {
+                continue;
+            };
+            if ep.phase != Phase::Open {
+                continue; // dropped with the endpoint this turn
+            }
+            let step = match result {
+                Ok(step) => step,
+                Err(panic) => {
+                    log::error!("a TLS handshake step panicked: {}", panic.message);
+                    self.core.kill(id, CloseReason::Error);
+                    continue;
+                }
+            };
+            match ep.transport.come_back(&mut ep.stream, step) {
+                Ok(step) => self.handshake_stepped(id, step),
+                Err(e) => self.tls_failed(id, &e),
+            }
+        }
+        self.away_back = back;
+    }
+
+    /// What a handshake step that ran away did, applied as the read pass applies a step.
+    fn handshake_stepped(&mut self, id: ConnId, step: ReadStep) {
+        let Some(ep) = self.core.ep_mut(id) else {
+            return;
+        };
+        let kind = ep.kind;
+        if ep.transport.wants_write() {
+            self.core.mark_dirty(id);
+        }
+        if step.handshake_done {
+            self.tls_opened(id, kind);
+        }
+        if step.peer_closed {
+            self.core.close(id, CloseReason::Eof);
+            return;
+        }
+        // Bytes that came meanwhile, or with the last handshake message.
+        if self.core.ep(id).is_some_and(|e| e.has_input()) {
+            self.core.mark_ready(id);
+        }
+    }
+
+    /// A TLS handshake completed: the endpoint opens for the application.
+    pub(crate) fn tls_opened(&mut self, id: ConnId, kind: EndpointKind) {
+        match kind {
+            EndpointKind::Accepted => {
+                if let Some(ep) = self.core.ep_mut(id) {
+                    ep.handshaking = false;
+                    log::debug!("{id:?} ({}): TLS handshake complete", ep.peer);
+                }
+                self.core
+                    .stats
+                    .tls_handshakes
+                    .fetch_add(1, Ordering::Relaxed);
+                // Only the handshake deadline applied so far; now idle and keep-alive do.
+                self.core.schedule(id);
+            }
+            EndpointKind::Outbound => self.core.outbound_opened(id),
+        }
+        self.handler.on_open(&mut self.core, id);
+    }
+
+    pub(crate) fn tls_failed(&mut self, id: ConnId, e: &rustls::Error) {
+        let Some(ep) = self.core.ep(id) else {
+            return;
+        };
+        if ep.kind == EndpointKind::Outbound && ep.handshaking {
+            return self.core.outbound_failed(id, e);
+        }
+        log::debug!("{id:?}: TLS error with {}: {e}", ep.peer);
+        self.core.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+        self.core.kill(id, CloseReason::Error);
+    }
+}
