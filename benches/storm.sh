@@ -48,7 +48,7 @@ for spec in "${BINS[@]}"; do
   wait_port "$port"; wait_port "$tls"
   # Alone and during a storm, ROUNDS times over: a shared machine's noise shows as rounds
   # that disagree, and the medians are what to quote.
-  ratios=()
+  ratios=(); befores=(); durings=()
   for r in $(seq 1 "$ROUNDS"); do
     before=$(load "$port")
     timeout 120 "${STORM_PRIO[@]}" "$GEN" bench --json --target "127.0.0.1:$tls" --tls --ca "$TMP/cert.pem" --handshakes \
@@ -56,13 +56,19 @@ for spec in "${BINS[@]}"; do
     during=$(load "$port")
     wait "$storm" || true
     b99=$(json "d['latency_us']['p99']" <<<"$before"); d99=$(json "d['latency_us']['p99']" <<<"$during")
-    ratios+=("$(python3 -c "print($d99 / $b99)")")
+    ratios+=("$(python3 -c "print($d99 / $b99)")"); befores+=("$b99"); durings+=("$d99")
     printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$name" "$r" \
       "$(json "d['latency_us']['p50']" <<<"$before")" "$b99" \
       "$(json "d['latency_us']['p50']" <<<"$during")" "$d99" \
       "$(json "round(d['per_second'])" <"$TMP/storm.json")" \
       "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")"
   done
-  python3 -c 'import statistics,sys; print("%s: median p99 during / p99 before = %.2f" % (sys.argv[1], statistics.median(map(float, sys.argv[2:]))))' "$name" "${ratios[@]}"
+  python3 -c '
+import statistics, sys
+name, n = sys.argv[1], (len(sys.argv) - 2) // 3
+r, b, d = (list(map(float, sys.argv[2 + i * n:2 + (i + 1) * n])) for i in range(3))
+print("%s: median p99 during / p99 before = %.2f; median p99 before %.0f us, during %.0f us (%.2f)"
+      % (name, statistics.median(r), statistics.median(b), statistics.median(d), statistics.median(d) / statistics.median(b)))
+' "$name" "${ratios[@]}" "${befores[@]}" "${durings[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done

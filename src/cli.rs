@@ -88,9 +88,10 @@ struct ServeArgs {
     #[arg(long, env = "ACTIONWIRE_WORKERS")]
     workers: Option<usize>,
 
-    /// Threads that run TLS handshakes' cryptography at the lowest priority, so that new
-    /// clients never delay established ones (workers.handshakeThreads; default 1; 0 = on
-    /// the event loop, a few handshake steps per loop turn).
+    /// Threads that run TLS handshakes' cryptography at the lowest priority while
+    /// established clients are talking, so that new clients never delay them
+    /// (workers.handshakeThreads; default 1; 0 = always on the event loop, a few handshake
+    /// steps per loop turn).
     #[arg(long, value_name = "N", env = "ACTIONWIRE_HANDSHAKE_THREADS")]
     handshake_threads: Option<usize>,
 

@@ -418,7 +418,8 @@ pub struct Workers {
     /// Worker threads; 0 = one per core.
     pub count: usize,
     /// Threads that run TLS handshakes' cryptography at the lowest priority, which the
-    /// event loop preempts; 0 runs it on the event loop (a few steps per loop turn).
+    /// event loop preempts, while established clients are talking; 0 runs it on the event
+    /// loop always (a few steps per loop turn).
     pub handshake_threads: usize,
 }
 

@@ -192,6 +192,8 @@ pub(crate) struct Endpoint<S> {
     /// Queued in the loop's ready list / dirty list (no duplicates).
     pub(crate) in_ready: bool,
     pub(crate) in_dirty: bool,
+    /// Waiting in the loop's queue of handshake steps (see `handshake.rs`).
+    pub(crate) in_handshakes: bool,
     /// Reading stopped because this endpoint's own output is backed up.
     pub(crate) read_paused: bool,
     /// The application asked to stop reading for now.
@@ -247,6 +249,7 @@ impl<S> Endpoint<S> {
             eof: false,
             in_ready: false,
             in_dirty: false,
+            in_handshakes: false,
             read_paused: false,
             app_paused: false,
             handshaking: true,

@@ -6,6 +6,7 @@
 //! → flush every endpoint that got output (write before sleep) → remove dead endpoints. The
 //! poll timeout is zero while work is left over, else the next deadline.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -58,9 +59,10 @@ pub struct Reactor<H: Handler> {
     pub(crate) read_buf: Vec<u8>,
     /// TLS handshake steps left this turn (when they run on the loop thread).
     pub(crate) handshake_budget: usize,
-    /// Handshaking endpoints that were readable this turn: stepped after established
-    /// traffic's replies are flushed (see [`Reactor::step_handshakes`]).
-    pub(crate) handshakes: Vec<ConnId>,
+    /// Handshaking endpoints with bytes to step, in arrival order: stepped after established
+    /// traffic's replies are flushed, a share per turn; the rest wait here for the next turn
+    /// (see [`Reactor::step_handshakes`]).
+    pub(crate) handshakes: VecDeque<ConnId>,
     /// True while [`Reactor::step_handshakes`] runs: a handshake read may go ahead.
     pub(crate) handshake_phase: bool,
     /// The handshake threads (none when `handshake_threads` is 0: steps run on the loop).
@@ -125,7 +127,7 @@ impl<H: Handler> Reactor<H> {
             handler,
             read_buf: vec![0; READ_BUF],
             handshake_budget: 0,
-            handshakes: Vec::new(),
+            handshakes: VecDeque::new(),
             handshake_phase: false,
             away,
             away_back: Vec::new(),
@@ -263,6 +265,7 @@ impl<H: Handler> Reactor<H> {
             || !c.dirty.is_empty()
             || !c.dead.is_empty()
             || accept_now
+            || !self.handshakes.is_empty()
             || c.timers.behind
             || c.events.is_behind()
         {
@@ -393,12 +396,18 @@ impl<H: Handler> Reactor<H> {
                 // replies are out, and past this turn's share for the next turn (the endpoint
                 // stays readable), behind established traffic again.
                 Phase::Open if ep.transport.is_handshaking() && !self.handshake_phase => {
-                    self.handshakes.push(id);
+                    if !ep.in_handshakes {
+                        ep.in_handshakes = true;
+                        self.handshakes.push_back(id);
+                    }
                     return;
                 }
+                // This turn's share is spent in the middle of its reads: it keeps its place.
                 Phase::Open if ep.transport.is_handshaking() && self.handshake_budget == 0 => {
-                    stats.handshake_deferrals.fetch_add(1, Ordering::Relaxed);
-                    self.core.mark_ready(id);
+                    if !ep.in_handshakes {
+                        ep.in_handshakes = true;
+                        self.handshakes.push_front(id);
+                    }
                     return;
                 }
                 Phase::Open if ep.transport.server_handshaking() && self.sending_away => {

@@ -33,8 +33,10 @@ use crate::transport::ReadStep;
 const AWAY_STEPS_PER_TURN: usize = 16;
 
 impl<H: Handler> Reactor<H> {
-    /// Steps the handshakes that were readable this turn (see the module header). Their
-    /// output is flushed at the end of the turn.
+    /// Steps this turn's share of the waiting handshakes (see the module header); the rest
+    /// keep their place for the next turn, which costs nothing per waiting endpoint (a
+    /// storm of thousands waits in the queue, not in every turn's read pass). Their output
+    /// is flushed at the end of the turn.
     pub(crate) fn step_handshakes(&mut self) {
         if self.handshakes.is_empty() {
             return;
@@ -52,15 +54,22 @@ impl<H: Handler> Reactor<H> {
             false => self.core.cfg.handshakes_per_turn.max(1),
         };
         self.handshake_phase = true;
-        let mut pending = std::mem::take(&mut self.handshakes);
-        for id in pending.drain(..) {
+        while self.handshake_budget > 0 {
+            let Some(id) = self.handshakes.pop_front() else {
+                break;
+            };
+            let Some(ep) = self.core.ep_mut(id) else {
+                continue; // gone meanwhile
+            };
+            ep.in_handshakes = false;
             self.read_endpoint(id);
         }
-        // Keeps the allocation for the next turn (nothing is queued while the phase runs).
-        debug_assert!(self.handshakes.is_empty());
-        self.handshakes = pending;
         self.handshake_phase = false;
         self.sending_away = false;
+        self.core
+            .stats
+            .handshake_deferrals
+            .fetch_add(self.handshakes.len() as u64, Ordering::Relaxed);
         if let Some(away) = self.away.as_mut() {
             away.dispatch();
         }
