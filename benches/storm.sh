@@ -39,36 +39,44 @@ fi
 load() { timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$1" --connections 1000 --rate "$RATE" \
   --duration "$DURATION" --warmup 1s --request 'paramView x' --expect '{"status":"OK"' 2>/dev/null; }
 printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s" "failed"
+# Every server runs from the start (each idle but for its own rounds); rounds alternate
+# between them, so that a shared machine's noisy minutes hit them alike.
+NAMES=(); PORTS=(); TLSS=()
 for spec in "${BINS[@]}"; do
   read -ra words <<<"$spec"; bin=${words[0]#*=}; name=${words[0]%%=*}; extra=("${words[@]:1}")
   [ "$name" != "${words[0]}" ] || name=$(basename "$bin")
   port=$(free_port); tls=$(free_port)
   "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" --tls-port "$tls" --tls-cert "$TMP/cert.pem" \
-    --tls-key "$TMP/key.pem" --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
+    --tls-key "$TMP/key.pem" --handshake-timeout 0 --log-level error & PIDS+=("$!")
   wait_port "$port"; wait_port "$tls"
-  # Alone and during a storm, ROUNDS times over: a shared machine's noise shows as rounds
-  # that disagree, and the medians are what to quote.
-  ratios=(); befores=(); durings=()
-  for r in $(seq 1 "$ROUNDS"); do
+  NAMES+=("$name"); PORTS+=("$port"); TLSS+=("$tls")
+done
+declare -A RATIOS BEFORES DURINGS
+# Alone and during a storm, ROUNDS times over: the rounds disagree on a shared machine, and
+# the medians are what to quote.
+for r in $(seq 1 "$ROUNDS"); do
+  for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]}; port=${PORTS[$i]}; tls=${TLSS[$i]}
     before=$(load "$port")
     timeout 120 "${STORM_PRIO[@]}" "$GEN" bench --json --target "127.0.0.1:$tls" --tls --ca "$TMP/cert.pem" --handshakes \
       --connections "$STORM" --duration "$STORM_FOR" --warmup 0s >"$TMP/storm.json" 2>/dev/null & storm=$!
     during=$(load "$port")
     wait "$storm" || true
     b99=$(json "d['latency_us']['p99']" <<<"$before"); d99=$(json "d['latency_us']['p99']" <<<"$during")
-    ratios+=("$(python3 -c "print($d99 / $b99)")"); befores+=("$b99"); durings+=("$d99")
+    RATIOS[$name]+="$(python3 -c "print($d99 / $b99)") "; BEFORES[$name]+="$b99 "; DURINGS[$name]+="$d99 "
     printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$name" "$r" \
       "$(json "d['latency_us']['p50']" <<<"$before")" "$b99" \
       "$(json "d['latency_us']['p50']" <<<"$during")" "$d99" \
       "$(json "round(d['per_second'])" <"$TMP/storm.json")" \
       "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")"
   done
+done
+for name in "${NAMES[@]}"; do
   python3 -c '
 import statistics, sys
-name, n = sys.argv[1], (len(sys.argv) - 2) // 3
-r, b, d = (list(map(float, sys.argv[2 + i * n:2 + (i + 1) * n])) for i in range(3))
+name = sys.argv[1]
+r, b, d = (list(map(float, a.split())) for a in sys.argv[2:5])
 print("%s: median p99 during / p99 before = %.2f; median p99 before %.0f us, during %.0f us (%.2f)"
       % (name, statistics.median(r), statistics.median(b), statistics.median(d), statistics.median(d) / statistics.median(b)))
-' "$name" "${ratios[@]}" "${befores[@]}" "${durings[@]}"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+' "$name" "${RATIOS[$name]}" "${BEFORES[$name]}" "${DURINGS[$name]}"
 done

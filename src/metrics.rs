@@ -355,7 +355,7 @@ impl Metrics {
         counter(
             &mut o,
             "actionwire_tls_handshakes_deferred_total",
-            "TLS handshake steps run on the event loop (workers.handshakeThreads 0) put off to a later loop turn (at most 4 per turn, so a storm of new clients cannot stall established ones).",
+            "TLS handshake steps left waiting for a later loop turn, counted once per turn each waits (a turn takes 16 to the handshake threads, or runs 4 on the event loop, after its replies to established clients).",
             load(&stats.handshake_deferrals),
         );
         counter(

@@ -1,10 +1,14 @@
 //! The event loop: one `mio::Poll` and the passes of a loop turn.
 //!
 //! A turn is: poll → record readiness (edge-triggered, kept as data per endpoint) → worker
-//! completions and server-level events → deferred completions that came due → accept → read
-//! ready endpoints (bounded work each) → expire timers → hand this turn's jobs to the workers
-//! → flush every endpoint that got output (write before sleep) → remove dead endpoints. The
-//! poll timeout is zero while work is left over, else the next deadline.
+//! completions, handshake steps back from the handshake threads and server-level events →
+//! deferred completions that came due → read ready endpoints (bounded work each; handshaking
+//! ones join the handshake queue) → expire timers → hand this turn's jobs to the workers →
+//! flush every endpoint that got output (write before sleep) → accept new clients (a share
+//! per listener) → this turn's share of handshake steps (`handshake.rs`) → flush again →
+//! remove dead endpoints. New clients come last, so that a storm of them delays established
+//! clients' replies by one turn's share at most. The poll timeout is zero while work is left
+//! over, else the next deadline.
 
 use std::collections::VecDeque;
 use std::io;

@@ -36,7 +36,8 @@ pub struct ReactorStats {
     /// Read steps on endpoints (each at most one socket read): with edge-triggered
     /// readiness, a short read ends the reading, so an idle-then-one-line exchange costs one.
     pub reads: AtomicU64,
-    /// TLS handshake steps put off to a later loop turn (`handshakes_per_turn` reached).
+    /// TLS handshake steps left waiting for a later loop turn, once per turn each waits
+    /// (the turn's share was taken: `handshakes_per_turn`, or 16 sent away).
     pub handshake_deferrals: AtomicU64,
     /// TLS handshake steps run on a handshake thread (`handshake_threads`).
     pub handshake_steps_away: AtomicU64,
