@@ -2,12 +2,12 @@
 //!
 //! A full handshake's first step (key exchange and signature) costs a hundred microseconds
 //! or more, against a few for a request. So handshaking endpoints that are readable wait
-//! until the turn's replies to established clients are written ([`Reactor::step_handshakes`],
+//! until the turn's replies to established clients are written (`Reactor::step_handshakes`,
 //! after the accept pass), and then their steps either
 //! - run on the handshake threads (`ReactorConfig::handshake_threads` > 0, the default)
 //!   while there is established traffic to protect (application bytes read within
 //!   `handshake_traffic_window`): the loop only reads the socket and hands the session over
-//!   (at most [`AWAY_STEPS_PER_TURN`] per turn); the threads run at a low priority, so the
+//!   (at most `AWAY_STEPS_PER_TURN` per turn); the threads run at a low priority, so the
 //!   loop preempts them whenever established clients have work, and a storm of new clients
 //!   costs established ones a few microseconds per step, not the cryptography; or
 //! - run on the loop thread (no handshake threads, or no recent traffic: a hand-off costs
@@ -15,7 +15,7 @@
 //!   at most `handshakes_per_turn` per turn, the rest put off to the next turn behind its
 //!   established traffic again.
 //!
-//! A session that comes back ([`Reactor::handshake_steps_back`]) brings its flight, which
+//! A session that comes back (`Reactor::handshake_steps_back`) brings its flight, which
 //! the turn's flush writes, and any application bytes that came with the client's last
 //! handshake message, which the next read hands out.
 

@@ -7,9 +7,9 @@
 //! - back: results go into one mutex-guarded vector, and a worker wakes the loop (the
 //!   `mio::Waker`) only when it finds that vector empty, so a burst costs one wake-up.
 //!
-//! A panicking job is caught and reported as [`JobPanic`]; the worker lives on.
+//! A panicking job is caught and reported as `JobPanic`; the worker lives on.
 //!
-//! A pool's threads run at the process's priority, or as [`Priority::Background`]: the
+//! A pool's threads run at the process's priority, or as `Priority::Background`: the
 //! lowest nice value under the normal policy, so that the loop thread preempts them the
 //! moment it has work (the TLS handshake pool: a storm of new clients' key exchanges must
 //! not delay established clients' replies) while they still progress on a busy core.

@@ -11,10 +11,10 @@
 //! (`client_tls.rs`).
 //!
 //! An accepted endpoint's handshake steps may run off the loop thread: the loop reads the
-//! socket ([`Transport::read_for_away`]), sends the session away ([`Transport::send_away`]:
+//! socket (`Transport::read_for_away`), sends the session away (`Transport::send_away`:
 //! the transport is `Away` meanwhile, reads nothing and writes nothing), a handshake thread
-//! runs rustls over the bytes ([`AwayJob::run`]), and the loop takes the session back with
-//! its flight to write ([`Transport::come_back`]).
+//! runs rustls over the bytes (`AwayJob::run`), and the loop takes the session back with
+//! its flight to write (`Transport::come_back`).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
