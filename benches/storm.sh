@@ -3,8 +3,9 @@
 # two builds. Per binary: a plain listener under a steady open-loop load (1,000 connections,
 # RATE requests/s, `paramView x`) measured alone, then again while a second generator runs
 # full TLS handshakes as fast as it can (STORM connections at a time, each connect →
-# handshake → welcome → close, over and over). Prints p50/p99 before and during, and the
-# handshakes per second the storm got. Loopback only; stops only what it started.
+# handshake → welcome → close, over and over). Prints p50/p99 before and during, the
+# handshakes per second the storm got, and the server's loop turns longer than 250 µs during
+# the storm. Loopback only; stops only what it started.
 #
 #   benches/storm.sh [SERVER ...]      # default target/release/actionwire; RATE=10000 STORM=64 ROUNDS=3
 #   a SERVER is "[NAME=]BINARY [FLAG ...]", e.g. "loop=target/release/actionwire --handshake-threads 0"
@@ -38,37 +39,50 @@ if command -v chrt >/dev/null 2>&1 && chrt -f 1 true 2>/dev/null; then
 fi
 load() { timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$1" --connections 1000 --rate "$RATE" \
   --duration "$DURATION" --warmup 1s --request 'paramView x' --expect '{"status":"OK"' 2>/dev/null; }
-printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s" "failed"
+# Loop turns longer than 250 µs so far (the server's /metrics): a p99 the loop's turns do not
+# explain came from outside them (waking the loop, the kernel, the host).
+long_turns() {
+  python3 - "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+b = {l.split('le="')[1].split('"')[0]: float(l.split()[-1]) for l in text.splitlines()
+     if l.startswith("actionwire_loop_turn_seconds_bucket")}
+print(int(b["+Inf"] - b["0.00025"]))
+PY
+}
+printf '%-28s %6s %10s %10s %10s %10s %14s %8s %12s\n' binary round "p50 before" "p99 before" "p50 during" "p99 during" "handshakes/s" "failed" "turns>250us"
 # Every server runs from the start (each idle but for its own rounds); rounds alternate
 # between them, so that a shared machine's noisy minutes hit them alike.
-NAMES=(); PORTS=(); TLSS=()
+NAMES=(); PORTS=(); TLSS=(); WEBS=()
 for spec in "${BINS[@]}"; do
   read -ra words <<<"$spec"; bin=${words[0]#*=}; name=${words[0]%%=*}; extra=("${words[@]:1}")
   [ "$name" != "${words[0]}" ] || name=$(basename "$bin")
-  port=$(free_port); tls=$(free_port)
+  port=$(free_port); tls=$(free_port); web=$(free_port)
   "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" --tls-port "$tls" --tls-cert "$TMP/cert.pem" \
-    --tls-key "$TMP/key.pem" --handshake-timeout 0 --log-level error & PIDS+=("$!")
-  wait_port "$port"; wait_port "$tls"
-  NAMES+=("$name"); PORTS+=("$port"); TLSS+=("$tls")
+    --tls-key "$TMP/key.pem" --web-port "$web" --handshake-timeout 0 --log-level error & PIDS+=("$!")
+  wait_port "$port"; wait_port "$tls"; wait_port "$web"
+  NAMES+=("$name"); PORTS+=("$port"); TLSS+=("$tls"); WEBS+=("$web")
 done
 declare -A RATIOS BEFORES DURINGS
 # Alone and during a storm, ROUNDS times over: the rounds disagree on a shared machine, and
 # the medians are what to quote.
 for r in $(seq 1 "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
-    name=${NAMES[$i]}; port=${PORTS[$i]}; tls=${TLSS[$i]}
+    name=${NAMES[$i]}; port=${PORTS[$i]}; tls=${TLSS[$i]}; web=${WEBS[$i]}
     before=$(load "$port")
+    turns0=$(long_turns "$web")
     timeout 120 "${STORM_PRIO[@]}" "$GEN" bench --json --target "127.0.0.1:$tls" --tls --ca "$TMP/cert.pem" --handshakes \
       --connections "$STORM" --duration "$STORM_FOR" --warmup 0s >"$TMP/storm.json" 2>/dev/null & storm=$!
     during=$(load "$port")
+    turns1=$(long_turns "$web")
     wait "$storm" || true
     b99=$(json "d['latency_us']['p99']" <<<"$before"); d99=$(json "d['latency_us']['p99']" <<<"$during")
     RATIOS[$name]+="$(python3 -c "print($d99 / $b99)") "; BEFORES[$name]+="$b99 "; DURINGS[$name]+="$d99 "
-    printf '%-28s %6s %10s %10s %10s %10s %14s %8s\n' "$name" "$r" \
+    printf '%-28s %6s %10s %10s %10s %10s %14s %8s %12s\n' "$name" "$r" \
       "$(json "d['latency_us']['p50']" <<<"$before")" "$b99" \
       "$(json "d['latency_us']['p50']" <<<"$during")" "$d99" \
       "$(json "round(d['per_second'])" <"$TMP/storm.json")" \
-      "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")"
+      "$(json "d['errors'] + d['connect_errors']" <"$TMP/storm.json")" "$((turns1 - turns0))"
   done
 done
 for name in "${NAMES[@]}"; do
