@@ -31,8 +31,8 @@ const MAX_LISTENERS: usize = 250;
 /// bound on the time a burst of new clients takes from a turn (each accept is a few system
 /// calls: accept, socket options, registration), since established clients' replies of the
 /// next turn wait for it. A turn with nothing else to do costs one `epoll_wait`, so a small
-/// share costs a storm nothing and keeps the turn's tail short: 16 accepts are well under
-/// a tenth of a millisecond.
+/// share costs a storm nothing and keeps the turn's tail short (the turn's time for new
+/// clients, `NEW_CLIENTS_PER_TURN`, usually ends it first).
 const ACCEPTS_PER_TURN: usize = 16;
 /// How long to stop accepting after running out of file descriptors.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
@@ -157,7 +157,10 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn accept_from(&mut self, i: usize) {
-        for _ in 0..ACCEPTS_PER_TURN {
+        for n in 0..ACCEPTS_PER_TURN {
+            if n > 0 && self.new_clients_done() {
+                return; // still ready: the next turn goes on
+            }
             if self.core.accepted >= self.core.cfg.max_connections {
                 log::warn!(
                     "maxConnections ({}) reached: not accepting until below 90%",

@@ -35,6 +35,11 @@ use crate::transport::{AwayStep, ReadError, Transport};
 const READ_BUF: usize = 64 * 1024;
 /// Reads per endpoint per turn before it is requeued (fairness).
 const READS_PER_TURN: usize = 4;
+/// The time a turn gives new clients (accepts, then handshake steps) after writing its
+/// replies to established ones: a request that arrives meanwhile waits at most about this
+/// long (plus one accept or step). The first accept per listener and the first handshake step
+/// run whatever the time, so new clients always progress; counts cap them too.
+pub(crate) const NEW_CLIENTS_PER_TURN: Duration = Duration::from_micros(50);
 
 /// Asks a running loop to shut down gracefully (from any thread, e.g. a signal handler).
 #[derive(Clone)]
@@ -79,6 +84,9 @@ pub struct Reactor<H: Handler> {
     /// When application bytes were last read from an open endpoint: established traffic
     /// that handshake steps on the loop thread would delay.
     pub(crate) traffic_at: Option<Instant>,
+    /// When this turn's work for new clients (accepts, handshake steps) began: it stops
+    /// once it has taken [`NEW_CLIENTS_PER_TURN`].
+    pub(crate) new_clients_since: Instant,
     completions: Vec<Done<H::Completion>>,
     /// File blocks read off the loop, taken each wake-up.
     blocks: Vec<Done<BlockDone>>,
@@ -88,6 +96,11 @@ pub struct Reactor<H: Handler> {
 }
 
 impl<H: Handler> Reactor<H> {
+    /// This turn's time for new clients is spent.
+    pub(crate) fn new_clients_done(&self) -> bool {
+        self.new_clients_since.elapsed() >= NEW_CLIENTS_PER_TURN
+    }
+
     pub fn new(cfg: ReactorConfig, handler: H) -> io::Result<Reactor<H>> {
         Reactor::with_stats(cfg, Arc::new(ReactorStats::default()), handler)
     }
@@ -137,6 +150,7 @@ impl<H: Handler> Reactor<H> {
             away_back: Vec::new(),
             sending_away: false,
             traffic_at: None,
+            new_clients_since: Instant::now(),
             completions: Vec::new(),
             blocks: Vec::new(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -207,6 +221,7 @@ impl<H: Handler> Reactor<H> {
             // few system calls each, up to a share per listener) and TLS handshake steps are
             // the turn's last work, so a reconnect storm delays established clients by at most
             // one turn's share of it.
+            self.new_clients_since = Instant::now();
             self.accept_all();
             self.step_handshakes();
             // Jobs from lines that came with a finished handshake.

@@ -1,9 +1,10 @@
 //! TLS handshakes in the loop turn: when their steps run, and where.
 //!
 //! A full handshake's first step (key exchange and signature) costs a hundred microseconds
-//! or more, against a few for a request. So handshaking endpoints that are readable wait
-//! until the turn's replies to established clients are written (`Reactor::step_handshakes`,
-//! after the accept pass), and then their steps either
+//! or more, against a few for a request. So handshaking endpoints that are readable wait in
+//! a queue until the turn's replies to established clients are written
+//! (`Reactor::step_handshakes`, after the accept pass; together they stop when the turn's
+//! time for new clients, `NEW_CLIENTS_PER_TURN`, is spent), and then their steps either
 //! - run on the handshake threads (`ReactorConfig::handshake_threads` > 0, the default)
 //!   while there is established traffic to protect (application bytes read within
 //!   `handshake_traffic_window`): the loop only reads the socket and hands the session over
@@ -54,10 +55,12 @@ impl<H: Handler> Reactor<H> {
             false => self.core.cfg.handshakes_per_turn.max(1),
         };
         self.handshake_phase = true;
-        while self.handshake_budget > 0 {
+        let mut stepped = 0;
+        while self.handshake_budget > 0 && (stepped == 0 || !self.new_clients_done()) {
             let Some(id) = self.handshakes.pop_front() else {
                 break;
             };
+            stepped += 1;
             let Some(ep) = self.core.ep_mut(id) else {
                 continue; // gone meanwhile
             };

@@ -136,6 +136,9 @@ impl ServerTls {
             };
             self.incoming = Vec::new();
             step.wire = n;
+            // A short read drained the socket: the next edge tells about more (no read
+            // that only sees WouldBlock).
+            step.drained = n < READ_CHUNK;
             if n == 0 {
                 self.eof = true;
                 step.eof = true;
