@@ -10,7 +10,6 @@
 //! clients' replies by one turn's share at most. The poll timeout is zero while work is left
 //! over, else the next deadline.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -25,11 +24,12 @@ use crate::endpoint::{CloseReason, ConnId, EndpointKind, Phase};
 use crate::errors::{IoClass, classify};
 use crate::events::{EVENTS_PER_TURN, EventQueue, EventSender};
 use crate::handler::Handler;
+use crate::handshake::Handshakes;
 use crate::output::{BlockDone, Flushed};
 use crate::pool::{Done, Pool, Priority};
 use crate::stats::ReactorStats;
 use crate::timers::MAX_ENDPOINT_SLOT;
-use crate::transport::{AwayStep, ReadError, Transport};
+use crate::transport::{ReadError, Transport};
 
 /// Size of the loop's shared read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -66,24 +66,8 @@ pub struct Reactor<H: Handler> {
     pub(crate) core: Core<H>,
     pub(crate) handler: H,
     pub(crate) read_buf: Vec<u8>,
-    /// TLS handshake steps left this turn (when they run on the loop thread).
-    pub(crate) handshake_budget: usize,
-    /// Handshaking endpoints with bytes to step, in arrival order: stepped after established
-    /// traffic's replies are flushed, a share per turn; the rest wait here for the next turn
-    /// (see [`Reactor::step_handshakes`]).
-    pub(crate) handshakes: VecDeque<ConnId>,
-    /// True while [`Reactor::step_handshakes`] runs: a handshake read may go ahead.
-    pub(crate) handshake_phase: bool,
-    /// The handshake threads (none when `handshake_threads` is 0: steps run on the loop).
-    pub(crate) away: Option<Pool<AwayStep>>,
-    /// Sessions back from the handshake threads, taken each wake-up.
-    pub(crate) away_back: Vec<Done<AwayStep>>,
-    /// This turn's handshake steps go to the handshake threads (see
-    /// [`Reactor::step_handshakes`]).
-    pub(crate) sending_away: bool,
-    /// When application bytes were last read from an open endpoint: established traffic
-    /// that handshake steps on the loop thread would delay.
-    pub(crate) traffic_at: Option<Instant>,
+    /// Handshaking endpoints waiting for their steps, and where this turn's steps run.
+    pub(crate) handshakes: Handshakes,
     /// When this turn's work for new clients (accepts, handshake steps) began: it stops
     /// once it has taken [`NEW_CLIENTS_PER_TURN`].
     pub(crate) new_clients_since: Instant,
@@ -143,13 +127,7 @@ impl<H: Handler> Reactor<H> {
             core,
             handler,
             read_buf: vec![0; READ_BUF],
-            handshake_budget: 0,
-            handshakes: VecDeque::new(),
-            handshake_phase: false,
-            away,
-            away_back: Vec::new(),
-            sending_away: false,
-            traffic_at: None,
+            handshakes: Handshakes::new(away),
             new_clients_since: Instant::now(),
             completions: Vec::new(),
             blocks: Vec::new(),
@@ -284,7 +262,7 @@ impl<H: Handler> Reactor<H> {
             || !c.dirty.is_empty()
             || !c.dead.is_empty()
             || accept_now
-            || !self.handshakes.is_empty()
+            || !self.handshakes.queue.is_empty()
             || c.timers.behind
             || c.events.is_behind()
         {
@@ -414,27 +392,29 @@ impl<H: Handler> Reactor<H> {
                 // Handshakes are the expensive reads: they wait until established traffic's
                 // replies are out, and past this turn's share for the next turn (the endpoint
                 // stays readable), behind established traffic again.
-                Phase::Open if ep.transport.is_handshaking() && !self.handshake_phase => {
+                Phase::Open if ep.transport.is_handshaking() && !self.handshakes.phase => {
                     if !ep.in_handshakes {
                         ep.in_handshakes = true;
-                        self.handshakes.push_back(id);
+                        self.handshakes.queue.push_back(id);
                     }
                     return;
                 }
                 // This turn's share is spent in the middle of its reads: it keeps its place.
-                Phase::Open if ep.transport.is_handshaking() && self.handshake_budget == 0 => {
+                Phase::Open if ep.transport.is_handshaking() && self.handshakes.budget == 0 => {
                     if !ep.in_handshakes {
                         ep.in_handshakes = true;
-                        self.handshakes.push_front(id);
+                        self.handshakes.queue.push_front(id);
                     }
                     return;
                 }
-                Phase::Open if ep.transport.server_handshaking() && self.sending_away => {
+                Phase::Open
+                    if ep.transport.server_handshaking() && self.handshakes.sending_away =>
+                {
                     return self.send_handshake_away(id);
                 }
                 Phase::Open => {
                     if ep.transport.is_handshaking() {
-                        self.handshake_budget -= 1;
+                        self.handshakes.budget -= 1;
                     }
                 }
                 Phase::Lingering(reason) => {
@@ -479,7 +459,7 @@ impl<H: Handler> Reactor<H> {
                 self.tls_opened(id, kind);
             }
             if step.plain > 0 && self.core.is_open(id) {
-                self.traffic_at = Some(self.core.now);
+                self.handshakes.traffic_at = Some(self.core.now);
                 self.handler
                     .on_data(&mut self.core, id, &mut self.read_buf[..step.plain]);
             }

@@ -20,18 +20,54 @@
 //! the turn's flush writes, and any application bytes that came with the client's last
 //! handshake message, which the next read hands out.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::endpoint::{CloseReason, ConnId, EndpointKind, Phase};
 use crate::event_loop::Reactor;
 use crate::handler::Handler;
-use crate::transport::ReadStep;
+use crate::pool::{Done, Pool};
+use crate::transport::{AwayStep, ReadStep};
 
 /// Handshake steps sent to the handshake threads per turn at most: each costs the loop one
 /// socket read and a hand-over, a few microseconds; the rest wait for the next turn, behind
 /// its established traffic.
 const AWAY_STEPS_PER_TURN: usize = 16;
+
+/// The loop's handshake state: the steps waiting, this turn's share, and where they run.
+pub(crate) struct Handshakes {
+    /// Handshaking endpoints with bytes to step, in arrival order: stepped after established
+    /// traffic's replies are flushed, a share per turn; the rest wait here for the next turn.
+    pub(crate) queue: VecDeque<ConnId>,
+    /// Steps left this turn.
+    pub(crate) budget: usize,
+    /// True while [`Reactor::step_handshakes`] runs: a handshake read may go ahead.
+    pub(crate) phase: bool,
+    /// This turn's steps go to the handshake threads.
+    pub(crate) sending_away: bool,
+    /// The handshake threads (none when `handshake_threads` is 0: steps run on the loop).
+    away: Option<Pool<AwayStep>>,
+    /// Sessions back from the handshake threads, taken each wake-up.
+    back: Vec<Done<AwayStep>>,
+    /// When application bytes were last read from an open endpoint: established traffic
+    /// that handshake steps on the loop thread would delay.
+    pub(crate) traffic_at: Option<Instant>,
+}
+
+impl Handshakes {
+    pub(crate) fn new(away: Option<Pool<AwayStep>>) -> Handshakes {
+        Handshakes {
+            queue: VecDeque::new(),
+            budget: 0,
+            phase: false,
+            sending_away: false,
+            away,
+            back: Vec::new(),
+            traffic_at: None,
+        }
+    }
+}
 
 impl<H: Handler> Reactor<H> {
     /// Steps this turn's share of the waiting handshakes (see the module header); the rest
@@ -39,25 +75,26 @@ impl<H: Handler> Reactor<H> {
     /// storm of thousands waits in the queue, not in every turn's read pass). Their output
     /// is flushed at the end of the turn.
     pub(crate) fn step_handshakes(&mut self) {
-        if self.handshakes.is_empty() {
+        if self.handshakes.queue.is_empty() {
             return;
         }
         // Away only with established traffic to protect: a hand-off costs the core two
         // context switches, which buys nothing when no request waits.
         let window = self.core.cfg.handshake_traffic_window;
-        self.sending_away = self.away.is_some()
+        self.handshakes.sending_away = self.handshakes.away.is_some()
             && (window == Duration::MAX
                 || self
+                    .handshakes
                     .traffic_at
                     .is_some_and(|at| self.core.now.saturating_duration_since(at) < window));
-        self.handshake_budget = match self.sending_away {
+        self.handshakes.budget = match self.handshakes.sending_away {
             true => AWAY_STEPS_PER_TURN,
             false => self.core.cfg.handshakes_per_turn.max(1),
         };
-        self.handshake_phase = true;
+        self.handshakes.phase = true;
         let mut stepped = 0;
-        while self.handshake_budget > 0 && (stepped == 0 || !self.new_clients_done()) {
-            let Some(id) = self.handshakes.pop_front() else {
+        while self.handshakes.budget > 0 && (stepped == 0 || !self.new_clients_done()) {
+            let Some(id) = self.handshakes.queue.pop_front() else {
                 break;
             };
             stepped += 1;
@@ -67,13 +104,13 @@ impl<H: Handler> Reactor<H> {
             ep.in_handshakes = false;
             self.read_endpoint(id);
         }
-        self.handshake_phase = false;
-        self.sending_away = false;
+        self.handshakes.phase = false;
+        self.handshakes.sending_away = false;
         self.core
             .stats
             .handshake_deferrals
-            .fetch_add(self.handshakes.len() as u64, Ordering::Relaxed);
-        if let Some(away) = self.away.as_mut() {
+            .fetch_add(self.handshakes.queue.len() as u64, Ordering::Relaxed);
+        if let Some(away) = self.handshakes.away.as_mut() {
             away.dispatch();
         }
     }
@@ -81,7 +118,7 @@ impl<H: Handler> Reactor<H> {
     /// An accepted endpoint's handshake step off the loop thread: one socket read here,
     /// rustls on a handshake thread (only with handshake threads).
     pub(crate) fn send_handshake_away(&mut self, id: ConnId) {
-        let Some(away) = self.away.as_mut() else {
+        let Some(away) = self.handshakes.away.as_mut() else {
             debug_assert!(false, "a handshake sent away without handshake threads");
             return;
         };
@@ -89,9 +126,9 @@ impl<H: Handler> Reactor<H> {
         let Some((ep, stats)) = self.core.ep_and_stats(id) else {
             return;
         };
-        debug_assert!(!ep.transport.is_away() && self.handshake_budget > 0);
-        debug_assert!(self.sending_away);
-        self.handshake_budget -= 1;
+        debug_assert!(!ep.transport.is_away() && self.handshakes.budget > 0);
+        debug_assert!(self.handshakes.sending_away);
+        self.handshakes.budget -= 1;
         stats.reads.fetch_add(1, Ordering::Relaxed);
         let step = match ep.transport.read_for_away(&mut ep.stream) {
             Ok(step) => step,
@@ -118,11 +155,11 @@ impl<H: Handler> Reactor<H> {
     /// Sessions back from the handshake threads: each resumes as a read step on the loop
     /// would have. One for an endpoint that is gone (closed, timed out) is dropped.
     pub(crate) fn handshake_steps_back(&mut self) {
-        let Some(away) = self.away.as_ref() else {
+        let Some(away) = self.handshakes.away.as_ref() else {
             return;
         };
-        away.shared.drain(&mut self.away_back);
-        let mut back = std::mem::take(&mut self.away_back);
+        away.shared.drain(&mut self.handshakes.back);
+        let mut back = std::mem::take(&mut self.handshakes.back);
         for (id, result) in back.drain(..) {
             let Some(ep) = self.core.ep_mut(id) else {
                 continue;
@@ -143,7 +180,7 @@ impl<H: Handler> Reactor<H> {
                 Err(e) => self.tls_failed(id, &e),
             }
         }
-        self.away_back = back;
+        self.handshakes.back = back;
     }
 
     /// What a handshake step that ran away did, applied as the read pass applies a step.
