@@ -51,9 +51,9 @@ pub(crate) struct Shared<C> {
     done: Mutex<Vec<Done<C>>>,
     waker: Arc<Waker>,
     workers: usize,
-    /// Each job is taken alone and its result delivered when it finishes (the background
-    /// pools: a job is long next to a wake-up, and the loop can act on each result at once).
-    one_at_a_time: bool,
+    /// A background pool's worker takes each job alone and delivers its result when it
+    /// finishes (a job is long next to a wake-up, and the loop can act on each at once).
+    priority: Priority,
     /// Jobs queued or running.
     pub(crate) in_flight: AtomicUsize,
 }
@@ -178,7 +178,7 @@ impl<C: Send + 'static> Pool<C> {
             done: Mutex::new(Vec::new()),
             waker,
             workers: threads,
-            one_at_a_time: priority == Priority::Background,
+            priority,
             in_flight: AtomicUsize::new(0),
         });
         for i in 0..threads {
@@ -251,9 +251,9 @@ fn worker<C>(shared: &Shared<C>) {
                 q.sleeping -= 1;
             }
             // An even share of what is queued, so the other workers get some too.
-            let take = match shared.one_at_a_time {
-                true => 1,
-                false => q.jobs.len().div_ceil(shared.workers).max(1),
+            let take = match shared.priority {
+                Priority::Background => 1,
+                Priority::Normal => q.jobs.len().div_ceil(shared.workers).max(1),
             };
             batch.extend(q.jobs.drain(..take));
         }

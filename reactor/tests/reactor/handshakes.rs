@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use actionwire_reactor::{EndpointKind, ListenerOptions, ReactorConfig};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -57,39 +56,22 @@ fn held_harness(
         handshake_traffic_window: Duration::MAX,
         ..ReactorConfig::default()
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    let der = CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert der");
-    let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
-    let signer = provider
-        .key_provider
-        .load_private_key(key_der)
-        .expect("signer");
+    // The harness's certificate, handed out by a resolver that waits for the gate.
+    let certs = crate::toy::certs();
     let gate = Arc::new(Gate::default());
     let (asked_tx, asked) = mpsc::channel();
     let resolver = HeldCert {
-        key: Arc::new(CertifiedKey::new(vec![der.clone()], signer)),
+        key: Arc::clone(&certs.key),
         gate: Arc::clone(&gate),
         asked: Mutex::new(asked_tx),
     };
-    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&certs.provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let h = Harness::start_with_server_tls(cfg, opts, Arc::new(server));
-    (h, gate, asked, Arc::new(client))
+    (h, gate, asked, certs.client)
 }
 
 /// A TLS client on its own thread: handshake, one line, its echo.

@@ -395,6 +395,9 @@ impl Handler for Toy {
 pub struct Certs {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// The server's certificate and signing key (for a server config of a test's own).
+    pub key: Arc<rustls::sign::CertifiedKey>,
+    pub provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 pub fn certs() -> Certs {
@@ -406,6 +409,11 @@ pub fn certs() -> Certs {
         .expect("cert");
     let der = CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert der");
     let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+    let signer = provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .expect("signer");
+    let key = Arc::new(rustls::sign::CertifiedKey::new(vec![der.clone()], signer));
     let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -414,7 +422,7 @@ pub fn certs() -> Certs {
         .expect("server config");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
@@ -422,6 +430,8 @@ pub fn certs() -> Certs {
     Certs {
         server: Arc::new(server),
         client: Arc::new(client),
+        key,
+        provider,
     }
 }
 
