@@ -111,6 +111,11 @@ impl Api {
         self.reactor.tls_handshakes.load(Ordering::Relaxed)
     }
 
+    /// Of the TLS handshakes completed, those that resumed an earlier session.
+    pub fn tls_resumed(&self) -> u64 {
+        self.reactor.tls_resumed.load(Ordering::Relaxed)
+    }
+
     /// TLS handshakes that failed (bad client hello, refused certificate, …) since start.
     pub fn tls_failures(&self) -> u64 {
         self.reactor.tls_failures.load(Ordering::Relaxed)

@@ -354,6 +354,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "actionwire_tls_handshakes_resumed_total",
+            "Of the TLS handshakes completed, those that resumed an earlier session (a session ticket or id; no certificate signature).",
+            load(&stats.tls_resumed),
+        );
+        counter(
+            &mut o,
             "actionwire_tls_handshakes_deferred_total",
             "TLS handshake steps left waiting for a later loop turn, counted once per turn each waits (a turn takes 16 to the handshake threads, or runs 4 on the event loop, after its replies to established clients).",
             load(&stats.handshake_deferrals),

@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// Speak TLS (needs --ca).
     #[arg(long, requires = "ca")]
     pub tls: bool,
+    /// With --tls, let a new connection resume a session of an earlier one (the tickets
+    /// the server sent). By default every connection is a new client: a full handshake.
+    #[arg(long, requires = "tls")]
+    pub tls_resume: bool,
     /// PEM CA certificate that signs the server's certificate.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -213,7 +217,10 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     };
     let tls = if args.tls {
         let ca = args.ca.as_ref().ok_or("--tls needs --ca FILE")?;
-        Some((client_config(ca)?, server_name(&args.server_name)?))
+        Some((
+            client_config(ca, args.tls_resume)?,
+            server_name(&args.server_name)?,
+        ))
     } else {
         None
     };
@@ -324,6 +331,7 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             duration_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
             tls: args.tls,
+            tls_resume: args.tls_resume,
             expect: args.expect.clone(),
             reply_timeout_s: args.reply_timeout.as_secs_f64(),
         },
@@ -423,7 +431,10 @@ fn write_interval_log(path: &PathBuf, seconds: &[Histogram<u64>], target: &str) 
     out.flush()
 }
 
-fn client_config(ca: &PathBuf) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The load generator's TLS client. Without `resume` it keeps no sessions, so each
+/// connection is what a new client costs the server (a full handshake, with its
+/// certificate signature); with it, connections resume from the tickets earlier ones got.
+fn client_config(ca: &PathBuf, resume: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
         .map_err(|e| format!("--ca {}: {e:?}", ca.display()))?;
@@ -433,13 +444,16 @@ fn client_config(ca: &PathBuf) -> Result<Arc<rustls::ClientConfig>, String> {
             .add(c)
             .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
 }
 

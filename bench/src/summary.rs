@@ -20,6 +20,9 @@ pub struct Params {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub tls: bool,
+    /// Connections resumed earlier sessions (`--tls-resume`); otherwise each was a full
+    /// handshake.
+    pub tls_resume: bool,
     pub expect: Option<String>,
     pub reply_timeout_s: f64,
 }

@@ -209,14 +209,21 @@ impl<H: Handler> Reactor<H> {
     pub(crate) fn tls_opened(&mut self, id: ConnId, kind: EndpointKind) {
         match kind {
             EndpointKind::Accepted => {
+                let mut resumed = false;
                 if let Some(ep) = self.core.ep_mut(id) {
                     ep.handshaking = false;
-                    log::debug!("{id:?} ({}): TLS handshake complete", ep.peer);
+                    resumed = ep.transport.resumed();
+                    log::debug!(
+                        "{id:?} ({}): TLS handshake complete{}",
+                        ep.peer,
+                        if resumed { " (resumed)" } else { "" }
+                    );
                 }
-                self.core
-                    .stats
-                    .tls_handshakes
-                    .fetch_add(1, Ordering::Relaxed);
+                let stats = &self.core.stats;
+                stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                if resumed {
+                    stats.tls_resumed.fetch_add(1, Ordering::Relaxed);
+                }
                 // Only the handshake deadline applied so far; now idle and keep-alive do.
                 self.core.schedule(id);
             }

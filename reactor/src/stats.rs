@@ -22,6 +22,8 @@ pub struct ReactorStats {
     pub bytes_out: AtomicU64,
     pub keepalive_pings: AtomicU64,
     pub tls_handshakes: AtomicU64,
+    /// Of `tls_handshakes`, those that resumed an earlier session (no certificate signed).
+    pub tls_resumed: AtomicU64,
     pub tls_failures: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,

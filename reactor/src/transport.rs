@@ -191,6 +191,14 @@ impl Transport {
         }
     }
 
+    /// A server-side TLS handshake that resumed an earlier session.
+    pub(crate) fn resumed(&self) -> bool {
+        match self {
+            Transport::ServerTls(t) => t.resumed(),
+            Transport::Plain | Transport::Tls(_) | Transport::Away => false,
+        }
+    }
+
     /// Records are waiting inside the transport to be written.
     pub(crate) fn wants_write(&self) -> bool {
         match self {

@@ -241,6 +241,27 @@ fn handshake_mode_counts_connection_setups_over_tls() {
     assert!(s.requests > 0);
     assert_eq!(s.connect_errors, 0);
     assert!(srv.api.tls_handshakes() >= s.requests);
+    // Every connection is a new client: the server signs for each one.
+    assert_eq!(srv.api.tls_resumed(), 0, "the generator resumed sessions");
+}
+
+#[test]
+fn handshake_mode_resumes_sessions_when_asked() {
+    let srv = TestServer::over(Transport::Tls);
+    let ca = pki().ca.to_string_lossy().into_owned();
+    let args = [
+        "--handshakes",
+        "--connections",
+        "2",
+        "--tls",
+        "--tls-resume",
+    ];
+    let s = run(srv.addr, &[&args[..], &["--ca", &ca]].concat());
+    assert!(s.requests > 1);
+    assert_eq!(s.connect_errors, 0);
+    // All but the first connection of each generator connection can use a ticket.
+    let (all, resumed) = (srv.api.tls_handshakes(), srv.api.tls_resumed());
+    assert!(resumed > 0 && resumed < all, "{resumed} resumed of {all}");
 }
 
 #[test]

@@ -88,6 +88,12 @@ impl ServerTls {
         self.conn.is_handshaking()
     }
 
+    /// The handshake resumed an earlier session (a ticket or session id): no certificate
+    /// was signed for it.
+    pub(crate) fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     pub(crate) fn wants_write(&self) -> bool {
         !self.outgoing.is_empty()
     }

@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use actionwire_reactor::{CloseReason, EndpointKind};
 use rustls::pki_types::ServerName;
@@ -29,6 +30,31 @@ fn tls_server_echoes_and_closes_with_close_notify() {
     assert_eq!(&all[all.len() - 4..], b"bye\n");
     drop(tls);
     assert_eq!(h.closed(id).0, CloseReason::Quit);
+}
+
+#[test]
+fn a_resumed_handshake_is_counted_apart_from_full_ones() {
+    let h = Harness::default();
+    let echo = |expect_resumed: bool| {
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(&h.certs.client),
+            ServerName::try_from("localhost").expect("name"),
+        )
+        .expect("client");
+        let mut tls = rustls::StreamOwned::new(conn, client(h.tls));
+        tls.write_all(b"hi\n").expect("write");
+        let mut line = [0u8; 3];
+        // The tickets come before the echo: read past it, the client has them.
+        tls.read_exact(&mut line).expect("echo");
+        assert_eq!(&line, b"hi\n");
+        let kind = tls.conn.handshake_kind();
+        assert_eq!(kind == Some(rustls::HandshakeKind::Resumed), expect_resumed);
+        h.opened(EndpointKind::Accepted)
+    };
+    echo(false);
+    echo(true);
+    assert_eq!(h.stats.tls_handshakes.load(Ordering::Relaxed), 2);
+    assert_eq!(h.stats.tls_resumed.load(Ordering::Relaxed), 1);
 }
 
 #[test]
