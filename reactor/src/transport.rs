@@ -319,6 +319,7 @@ mod tests {
         /// The most one write takes (0 = no limit).
         write_limit: usize,
         reads: usize,
+        writes: usize,
     }
 
     impl Read for Wire {
@@ -344,6 +345,7 @@ mod tests {
 
     impl Write for Wire {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
             if let Some(kind) = self.write_errors.pop_front() {
                 return Err(kind.into());
             }
@@ -421,6 +423,13 @@ mod tests {
     /// A server and a client side with their TLS 1.3 handshake done (the server has seen
     /// the client's Finished).
     fn connected() -> (Side, Side) {
+        let (server, client, _) = connected_with(b"");
+        (server, client)
+    }
+
+    /// As [`connected`], the server queueing `first_reply` as the handshake ends (as a
+    /// welcome is); also how many socket writes the server's flush after it took.
+    fn connected_with(first_reply: &[u8]) -> (Side, Side, usize) {
         let (server_cfg, client_cfg) = configs();
         let mut server = Side::new(Transport::server(server_cfg).expect("server"));
         let name = ServerName::try_from("localhost").expect("name");
@@ -432,11 +441,15 @@ mod tests {
             if !server.wire.input.is_empty() {
                 let step = server.read(&mut buf);
                 if step.handshake_done {
+                    server.out.push_bytes(first_reply);
+                    let writes = server.wire.writes;
                     server.flush().expect("server flush");
+                    let writes = server.wire.writes - writes;
                     server.send_to(&mut client);
-                    client.read(&mut buf);
+                    let step = client.read(&mut buf);
+                    assert_eq!(&buf[..step.plain], first_reply);
                     assert!(!client.t.is_handshaking() && !server.t.is_handshaking());
-                    return (server, client);
+                    return (server, client, writes);
                 }
             }
             server.flush().expect("server flush");
@@ -509,6 +522,16 @@ mod tests {
             Transport::ServerTls(t) => t.held(),
             _ => panic!("not a server transport"),
         }
+    }
+
+    #[test]
+    fn session_tickets_leave_with_the_first_reply_in_one_write() {
+        let (server, _, writes) = connected_with(b"welcome\n");
+        assert_eq!(writes, 1, "tickets and the reply in one write");
+        let (server_alone, _, writes_alone) = connected_with(b"");
+        assert_eq!(writes_alone, 1, "tickets alone");
+        // Nothing held back: the reply's records follow the tickets.
+        assert!(!server.t.wants_write() && !server_alone.t.wants_write());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! crypto provider, certificate key type and the suite's hash (the client's first choice,
 //! SHA-384, or the server's order, SHA-256): handshakes per second per core of server CPU.
 //! Each case runs for a fixed time after a warm-up; cases alternate over several rounds so
-//! that drift on a shared machine hits them alike; the median round is printed.
+//! that drift on a shared machine hits them alike; the median round is printed. Then the
+//! cryptography no full handshake can skip (X25519, one signature), timed alone: a floor.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +101,68 @@ fn handshake(server: &Arc<rustls::ServerConfig>, client: &Arc<rustls::ClientConf
     spent
 }
 
+/// Median µs of `f` over ROUNDS rounds of PER_ROUND / 4 each.
+fn time_op(mut f: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        f(); // warm-up
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let (mut n, t) = (0u32, Instant::now());
+        while t.elapsed() < PER_ROUND / 4 {
+            f();
+            n += 1;
+        }
+        rounds.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    }
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
+}
+
+/// The cryptography a full handshake cannot skip, timed alone through the provider's own
+/// interfaces (what rustls calls): the key exchange's two halves (an ephemeral key pair, then
+/// the agreement with the client's share) and one certificate signature. Their sum is a floor
+/// under any server's handshake on this machine with this provider; the kernel's TCP work
+/// per connection comes on top (`benches/handshakes.sh` measures it as plain connections).
+fn floor(name: &str, make: fn() -> CryptoProvider) {
+    use rustls::SignatureScheme;
+    let provider = make();
+    let kx = provider
+        .kx_groups
+        .iter()
+        .find(|g| g.name() == rustls::NamedGroup::X25519)
+        .expect("X25519");
+    let peer = kx.start().expect("peer share").pub_key().to_vec();
+    let x25519 = time_op(|| {
+        let ours = kx.start().expect("key pair");
+        std::hint::black_box(ours.pub_key());
+        std::hint::black_box(ours.complete(&peer).expect("agree"));
+    });
+    let mut line = format!("{name:<10} X25519 key pair + agreement {x25519:6.1} µs");
+    let transcript = [7u8; 100];
+    for (k, alg, scheme) in [
+        (
+            "P-256",
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+        ),
+        ("Ed25519", &rcgen::PKCS_ED25519, SignatureScheme::ED25519),
+    ] {
+        let key = rcgen::KeyPair::generate_for(alg).expect("key");
+        let der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key der");
+        let signing = provider.key_provider.load_private_key(der).expect("signer");
+        let signer = signing.choose_scheme(&[scheme]).expect("scheme");
+        let sign = time_op(|| {
+            std::hint::black_box(signer.sign(&transcript).expect("sign"));
+        });
+        line += &format!(
+            ", {k} signature {sign:5.1} µs (floor {:.0}/s)",
+            1e6 / (x25519 + sign)
+        );
+    }
+    println!("{line}");
+}
+
 fn main() {
     let providers: [(&str, fn() -> CryptoProvider); 2] = [
         ("ring", rustls::crypto::ring::default_provider),
@@ -144,4 +207,7 @@ fn main() {
         let median = rates[rates.len() / 2];
         println!("{name:<34} {:>12.1} {:>22.0}", 1e6 / median, median);
     }
+    println!("\nThe cryptography alone (medians of {ROUNDS} rounds):");
+    floor("ring", rustls::crypto::ring::default_provider);
+    floor("aws-lc-rs", rustls::crypto::aws_lc_rs::default_provider);
 }
