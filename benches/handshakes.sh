@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full TLS 1.3 handshakes per second per core of server CPU, over real sockets: for each
 # server build and certificate key type, `actionwire bench --handshakes` (16 connections,
-# each connect → full handshake → welcome → close, in a loop; the client never resumes)
+# each connect → full handshake → welcome → close, in a loop; the client keeps no sessions,
+# so it never resumes: the server's `actionwire_tls_handshakes_resumed_total` stays 0)
 # against the server, and the server's own CPU time (user + system, from /proc) over the run.
 # handshakes / server CPU seconds is what one core of server buys, whatever the client
 # costs on the same machine. Cases alternate over ROUNDS rounds so that drift on a shared
@@ -43,18 +44,29 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then PIN_S=(tasks
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A got
 CASES=()
-for b in "${BUILDS[@]}"; do for k in p256 ed25519; do CASES+=("${b%%=*}/$k=${b#*=}"); done; done
+# `plain`: the same connect → welcome → close without TLS, the kernel's and the loop's part
+# of each connection (what is left of a handshake's budget is the TLS part's).
+for b in "${BUILDS[@]}"; do for k in p256 ed25519 plain; do CASES+=("${b%%=*}/$k=${b#*=}"); done; done
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     name=${c%%=*}; key=${name#*/}; read -ra words <<<"${c#*=}"; bin=${words[0]}; extra=("${words[@]:1}")
-    port=$(free_port)
-    "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" --tls-cert "$TMP/$key.pem" --tls-key "$TMP/$key.key" \
-      --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
+    port=$(free_port); web=$(free_port)
+    tls_s=(--tls-cert "$TMP/$key.pem" --tls-key "$TMP/$key.key"); tls_g=(--tls --ca "$TMP/$key.pem")
+    if [ "$key" = plain ]; then tls_s=(); tls_g=(); fi
+    "${PIN_S[@]}" "$bin" "${extra[@]}" --bind 127.0.0.1 --port "$port" "${tls_s[@]}" \
+      --web-port "$web" --handshake-timeout 0 --log-level error & pid=$!; PIDS+=("$pid")
     wait_port "$port"
     t0=$(ticks "$pid")
-    out=$(timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$port" --tls --ca "$TMP/$key.pem" \
+    out=$(timeout 120 "${PIN_G[@]}" "$GEN" bench --json --target "127.0.0.1:$port" "${tls_g[@]}" \
       --handshakes --connections 16 --duration "$DURATION" --warmup 0s 2>/dev/null)
     t1=$(ticks "$pid")
+    # Full handshakes only: a resumed one skips the certificate signature.
+    resumed=$(python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+print(next(l.split()[1] for l in text.splitlines() if l.startswith("actionwire_tls_handshakes_resumed_total ")))
+' "$web")
+    if [ "$resumed" != 0 ]; then echo "$name: $resumed handshakes resumed; this measures full ones" >&2; exit 1; fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
     v=$(python3 -c '
 import json, os, sys
