@@ -9,7 +9,7 @@
 # machine hits them alike; the median round is printed. Loopback only; stops only what it
 # started.
 #
-#   benches/handshakes.sh [NAME=BINARY [FLAG ...] ...]   # ROUNDS=5 DURATION=4s
+#   benches/handshakes.sh [NAME=BINARY [FLAG ...] ...]   # ROUNDS=5 DURATION=4s GEN=BINARY
 #   e.g. "loop=target/release/actionwire --handshake-threads 0" (quoted: one argument each)
 #   default: ring=target/release/actionwire, and aws-lc=<a build with --features aws-lc>
 set -euo pipefail
@@ -19,7 +19,9 @@ ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-4s}
 . benches/ports.sh
 need openssl openssl
 cargo build --release -q
-GEN=target/release/actionwire
+# The load generator: GEN=target/aws-lc/release/actionwire (its TLS from aws-lc-rs) keeps
+# the server busier, as a full handshake costs the client less.
+GEN=${GEN:-target/release/actionwire}
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
