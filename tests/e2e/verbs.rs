@@ -301,11 +301,14 @@ mod files {
             c.servers.web.bind_ip = Some("127.0.0.1".into());
         });
         let mut c = srv.client();
-        // 100 file requests in one write, none read yet: 64 are queued, the rest refused.
+        // 100 file requests and a paramsView in one write, none read yet: 64 files are
+        // queued, the rest refused. One write, so one read takes every line: with 64 files
+        // queued the server stops reading this connection (backpressure), and a line sent
+        // later would wait for the client to read.
         let mut burst = "file big.bin\n".to_owned();
         burst.push_str(&"file hello.txt\n".repeat(99));
+        burst.push_str("paramsView\n");
         c.send_raw(burst.as_bytes());
-        c.send("paramsView");
         // Nothing is read until the server has taken every line: reading earlier would let
         // the big file drain and later files be written before the cap is reached.
         wait_until("the server read all 101 lines", || {
