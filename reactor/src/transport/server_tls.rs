@@ -331,10 +331,11 @@ impl ServerTls {
     ) -> io::Result<(Flushed, usize)> {
         let mut written = 0;
         loop {
-            // Records rustls queued on its own once the handshake ended (the session
-            // tickets) leave in the same write as the first reply (the welcome): one segment
-            // and one system call fewer per new client. Only a few of them: a backlog that
-            // blocked goes out first, so what waits here stays bounded.
+            // A little ciphertext already waiting (the session tickets rustls queued as the
+            // handshake ended, or the short rest of a write that blocked) leaves in the same
+            // write as the next reply's: one segment and one system call fewer per new client
+            // (tickets and welcome). More than that goes out first, as before, so what waits
+            // here stays bounded.
             let coalesce = self.outgoing.len() <= COALESCE_MAX
                 && !self.outgoing.is_empty()
                 && !self.conn.is_handshaking()
@@ -366,12 +367,13 @@ impl ServerTls {
                 if !self.outgoing.is_empty() {
                     // Coalescing, or a record encrypt() queued on its own: in order, behind it.
                     self.outgoing.extend_from_slice(&scratch[..used]);
-                    let (state, n) = self.write_outgoing(stream, usize::MAX)?;
+                    let (state, n) =
+                        self.write_outgoing(stream, WRITE_BUDGET.saturating_sub(written))?;
                     written += n;
-                    return Ok(if state == Flushed::Blocked {
-                        Some(Flushed::Blocked)
-                    } else {
+                    return Ok(if state == Flushed::Drained {
                         next
+                    } else {
+                        Some(state)
                     });
                 }
                 let mut sent = 0;
