@@ -427,9 +427,12 @@ impl<H: Handler> Core<H> {
     }
 
     /// Hands `payload` back through `on_completion` after `delay`, if the endpoint is still
-    /// open then, without holding a worker meanwhile (e.g. an action that waits).
+    /// open then, without holding a worker meanwhile (e.g. an action that waits). The delay
+    /// counts from this call, not from the turn's start: a caller that read the clock
+    /// itself late in a long turn (an action stamping when it began) never sees its
+    /// completion come early.
     pub fn defer(&mut self, id: ConnId, delay: Duration, payload: H::Completion) {
-        self.timers.defer(self.now + delay, id, payload);
+        self.timers.defer(Instant::now() + delay, id, payload);
     }
 
     /// Runs `job` on a worker; its result comes back through `on_completion` if the

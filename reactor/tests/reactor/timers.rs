@@ -247,6 +247,26 @@ fn deferred_completions_arrive_in_time_order_never_early() {
 }
 
 #[test]
+fn a_deferral_asked_late_in_a_long_turn_waits_its_whole_delay() {
+    let h = Harness::default();
+    let _c = client(h.plain);
+    let id = h.opened(EndpointKind::Accepted);
+    // The loop held in a turn for 200 ms; the deferral is handled in that same turn, after.
+    h.send(Ev::Block);
+    h.wait(|r| matches!(r, Report::Blocked).then_some(()));
+    h.send(Ev::Defer(id, Duration::from_millis(100), 9));
+    std::thread::sleep(Duration::from_millis(200)); // paces the scenario: a long turn
+    let asked = Instant::now(); // no later than the loop handles the deferral
+    h.gate.open();
+    let completed = h.wait(|r| match r {
+        Report::Completion(i, 9) if i == id => Some(Instant::now()),
+        _ => None,
+    });
+    // Counted from the turn's start it would fire at once.
+    assert!(completed - asked >= Duration::from_millis(100), "early");
+}
+
+#[test]
 fn shutdown_waits_for_the_grace_then_closes_what_is_left() {
     let cfg = ReactorConfig {
         shutdown_grace: Duration::from_millis(500),

@@ -59,6 +59,8 @@ pub enum Ev {
     Later(Duration, Box<Ev>),
     /// Completes the endpoint with this value from another thread (`Core::completer`).
     FromThread(ConnId, u64),
+    /// `Core::defer`: completes the endpoint with this value after the delay.
+    Defer(ConnId, Duration, u64),
 }
 
 /// What the loop tells tests.
@@ -355,6 +357,7 @@ impl Handler for Toy {
                 self.gate.wait();
             }
             Ev::CountTimers => self.report(Report::TimersSet(core.timers_set())),
+            Ev::Defer(id, delay, payload) => core.defer(id, delay, payload),
             Ev::SendShared(id, bytes) => {
                 let shared: Arc<[u8]> = bytes.into();
                 let sent = core.send_shared(id, &shared);
